@@ -1,0 +1,99 @@
+"""build_model(spec): an ArchSpec to a torch module with timm's ResNet names and interface."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import build_block, conv2d, make_activation
+from .spec import ArchSpec
+
+POOL_LAYERS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
+
+
+class Stage(nn.Sequential):
+    """`layerN`: an optional pooling layer named `pool`, then blocks named 0, 1, ... (as in timm)."""
+
+    def __init__(self, pool: str, blocks: list[nn.Module]):
+        super().__init__()
+        if pool != "none":
+            self.add_module("pool", POOL_LAYERS[pool](kernel_size=2, stride=2))
+        for index, block in enumerate(blocks):
+            self.add_module(str(index), block)
+
+
+class ResNasNet(nn.Module):
+    """A ResNet-family network built from an ArchSpec.
+
+    Top-level children run in forward order (conv1, bn1, act1, maxpool, layer1.., global_pool, head_drop, fc),
+    which timm's feature extraction wrappers rely on.
+    """
+
+    def __init__(self, spec: ArchSpec, zero_init_last: bool = True):
+        super().__init__()
+        self.arch_spec = spec
+        self.num_classes = spec.head.num_classes
+        self.num_features = spec.num_features
+        stem = spec.stem
+        self.conv1 = conv2d(spec.in_channels, stem.out_channels, stem.kernel_size, stem.stride)
+        self.bn1 = nn.BatchNorm2d(stem.out_channels)
+        self.act1 = make_activation(stem.activation)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if stem.max_pool else nn.Identity()
+
+        reduction = stem.stride * (2 if stem.max_pool else 1)
+        self.feature_info = [dict(num_chs=stem.out_channels, reduction=stem.stride, module="act1")]
+        channels = stem.out_channels
+        for stage_index, stage in enumerate(spec.stages, start=1):
+            blocks = []
+            if stage.pool != "none":
+                reduction *= 2
+            for block in stage.blocks:
+                blocks.append(build_block(block, channels))
+                channels = block.out_channels
+                reduction *= block.stride
+            self.add_module(f"layer{stage_index}", Stage(stage.pool, blocks))
+            self.feature_info.append(dict(num_chs=channels, reduction=reduction, module=f"layer{stage_index}"))
+        self.stage_names = [f"layer{index}" for index in range(1, len(spec.stages) + 1)]
+
+        self.global_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+        self.head_drop = nn.Dropout(spec.head.dropout)
+        self.fc = nn.Linear(channels, spec.head.num_classes)
+        self._init_weights(zero_init_last)
+
+    def _init_weights(self, zero_init_last: bool) -> None:
+        # Same scheme as timm's ResNet, so a fresh net here trains like a fresh timm net.
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(module, nn.BatchNorm2d):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+        if zero_init_last:
+            for module in self.modules():
+                if hasattr(module, "zero_init_last") and module is not self:
+                    module.zero_init_last()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+        return x
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.head_drop(self.global_pool(x))
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: str = "avg") -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+
+def build_model(spec: ArchSpec, zero_init_last: bool = True) -> ResNasNet:
+    """Build the network an ArchSpec describes (freshly initialised)."""
+    return ResNasNet(spec, zero_init_last=zero_init_last)
