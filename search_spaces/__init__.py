@@ -12,5 +12,5 @@ from .spec import (
     resbuilder_start_spec,
     resnet_spec,
 )
-# -- nni spaces --
+from .nni_spaces import SCOPES, DepthResNet, ScopedResNet50
 # -- export and cost --

@@ -7,7 +7,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .atomic import atomic_write_text
+from trainers.atomic import atomic_write_text
 
 GateProbabilities = dict[str, list[float]]  # choice label -> softmax over its candidates
 

@@ -1,0 +1,146 @@
+"""ProxylessNAS binary gates over an NNI model space's LayerChoices, without NNI 3.0's extra work.
+
+NNI 3.0's `ProxylessMixedLayer` computes every candidate and an architecture gradient on *every* backward
+(its `_ProxylessFunction` tests `needs_input_grad[0]`, the constant path function, so the shortcut never
+fires), computes weight gradients during architecture steps, and syncs the device once per choice per step.
+Here the two phases are separate:
+
+- weight phase: one path per label is sampled from softmax(alpha) (one multinomial and one sync for all
+  labels); each gate runs only its sampled candidate, so the network *is* the plain sampled path.
+- arch phase: weights are frozen by the caller; each gate adds the binary-gate gradient estimator
+  dL/dalpha_i = sum_j <dL/dy, o_j> p_j (delta_ij - p_i) through the identity
+  y = o_s + sum_j (p_j - stopgrad(p_j)) * stopgrad(o_j): its value is o_s exactly, its gradient is the
+  estimator. "two_path" (the official ProxylessNAS) evaluates two sampled candidates with p renormalised
+  over them; "full" evaluates all N (NNI's "full_v2").
+
+Choices that share a label share one alpha and one sampled index (the activation of a block is one
+decision at three sites).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+Estimator = Literal["two_path", "full"]
+ESTIMATORS: tuple[str, ...] = ("two_path", "full")
+
+
+class GateBank(nn.Module):
+    """The architecture parameters (one alpha vector per label) and the current sample of every gate."""
+
+    def __init__(self, candidates: dict[str, list]):
+        super().__init__()
+        self.labels = list(candidates)
+        self.candidate_values = {label: list(values) for label, values in candidates.items()}
+        self.alpha = nn.ParameterDict(
+            {label: nn.Parameter(torch.zeros(len(values))) for label, values in candidates.items()}
+        )
+        self.mode: Literal["weight", "arch", "argmax"] = "argmax"
+        self.estimator: Estimator = "two_path"
+        self.active: dict[str, int] = {}  # label -> index of the candidate whose output flows forward
+        self.evaluated: dict[str, list[int]] = {}  # label -> candidates whose outputs feed the estimator
+
+    def probabilities(self, label: str) -> torch.Tensor:
+        return torch.softmax(self.alpha[label], dim=0)
+
+    def gate_probabilities(self) -> dict[str, list[float]]:
+        with torch.no_grad():
+            stacked = [self.probabilities(label).cpu() for label in self.labels]
+        return {label: probs.tolist() for label, probs in zip(self.labels, stacked)}
+
+    def argmax_indices(self) -> dict[str, int]:
+        with torch.no_grad():
+            indices = torch.stack([self.alpha[label].argmax() for label in self.labels]).tolist()
+        return dict(zip(self.labels, indices))
+
+    def argmax_sample(self) -> dict:
+        """The paper's final architecture: the highest architecture parameter in every choice."""
+        return {label: self.candidate_values[label][index] for label, index in self.argmax_indices().items()}
+
+    @torch.no_grad()
+    def resample(self, mode: Literal["weight", "arch", "argmax"], generator: torch.Generator | None = None) -> None:
+        self.mode = mode
+        if mode == "argmax":
+            self.active = self.argmax_indices()
+            self.evaluated = {label: [index] for label, index in self.active.items()}
+            return
+        # All labels in one batched multinomial and one host transfer, not one sync per choice.
+        width = max(len(values) for values in self.candidate_values.values())
+        probs = torch.zeros(len(self.labels), width)
+        for row, label in enumerate(self.labels):
+            probs[row, : len(self.candidate_values[label])] = self.probabilities(label).cpu()
+        draws = 2 if mode == "arch" and self.estimator == "two_path" else 1
+        picks = torch.multinomial(probs, draws, replacement=False, generator=generator).tolist()
+        if draws == 2:
+            # Official ProxylessNAS: of the two sampled paths, the active one is drawn by renormalised p.
+            second = torch.rand(len(self.labels), generator=generator).tolist()
+        for row, label in enumerate(self.labels):
+            if mode == "weight":
+                self.active[label] = picks[row][0]
+                self.evaluated[label] = [picks[row][0]]
+            elif draws == 2:
+                first, other = picks[row]
+                p_first = probs[row, first] / (probs[row, first] + probs[row, other])
+                self.active[label] = first if second[row] < p_first else other
+                self.evaluated[label] = [first, other]
+            else:  # full estimator: the active path is one sample, the estimator sees all candidates
+                self.active[label] = picks[row][0]
+                self.evaluated[label] = list(range(len(self.candidate_values[label])))
+
+
+class BinaryGateChoice(nn.Module):
+    """Stands in for one NNI LayerChoice: candidates keep their names, the decision lives in the bank."""
+
+    def __init__(self, label: str, names: list, candidates: list[nn.Module], bank: GateBank):
+        super().__init__()
+        self.label = label
+        self.names = list(names)
+        self.candidates = nn.ModuleList(candidates)
+        self._bank = [bank]  # a list so the bank is not registered as a submodule of every gate
+
+    @property
+    def bank(self) -> GateBank:
+        return self._bank[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bank = self.bank
+        active = bank.active[self.label]
+        output = self.candidates[active](x)
+        if bank.mode != "arch":
+            return output
+        evaluated = bank.evaluated[self.label]
+        alpha = bank.alpha[self.label]
+        probs = torch.softmax(alpha[evaluated], dim=0)  # renormalised over the evaluated paths
+        estimator_term = 0.0
+        for position, index in enumerate(evaluated):
+            if index == active:
+                other = output.detach()
+            else:
+                with torch.no_grad():
+                    other = self.candidates[index](x)
+            estimator_term = estimator_term + (probs[position] - probs[position].detach()) * other
+        return output + estimator_term
+
+
+def install_binary_gates(model: nn.Module) -> GateBank:
+    """Replace every NNI LayerChoice in `model` by a BinaryGateChoice; return the shared GateBank."""
+    from nni.nas.nn.pytorch import LayerChoice
+
+    choices = [(name, module) for name, module in model.named_modules() if isinstance(module, LayerChoice)]
+    if not choices:
+        raise ValueError("the model space has no LayerChoice; there is nothing for ProxylessNAS to search.")
+    candidates: dict[str, list] = {}
+    for _, choice in choices:
+        names = list(choice.names)
+        if candidates.setdefault(choice.label, names) != names:
+            raise ValueError(f"LayerChoices labelled {choice.label!r} have different candidates; give them distinct labels.")
+    bank = GateBank(candidates)
+    for name, choice in choices:
+        gate = BinaryGateChoice(choice.label, choice.names, [choice[key] for key in choice.names], bank)
+        parent_name, _, attribute = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, attribute, gate)
+    return bank
