@@ -61,7 +61,13 @@ class GateBank(nn.Module):
         return {label: self.candidate_values[label][index] for label, index in self.argmax_indices().items()}
 
     @torch.no_grad()
-    def resample(self, mode: Literal["weight", "arch", "argmax"], generator: torch.Generator | None = None) -> None:
+    def resample(
+        self,
+        mode: Literal["weight", "arch", "argmax"],
+        generator: torch.Generator | None = None,
+        pinned: dict[str, int] | None = None,
+    ) -> None:
+        """Draw the paths of the next step; `pinned` (label -> index) fixes the active path of some labels."""
         self.mode = mode
         if mode == "argmax":
             self.active = self.argmax_indices()
@@ -74,10 +80,15 @@ class GateBank(nn.Module):
             probs[row, : len(self.candidate_values[label])] = self.probabilities(label).cpu()
         draws = 2 if mode == "arch" and self.estimator == "two_path" else 1
         picks = torch.multinomial(probs, draws, replacement=False, generator=generator).tolist()
-        if draws == 2:
-            # Official ProxylessNAS: of the two sampled paths, the active one is drawn by renormalised p.
-            second = torch.rand(len(self.labels), generator=generator).tolist()
+        # Official ProxylessNAS: of the two sampled paths, the active one is drawn by renormalised p.
+        second = torch.rand(len(self.labels), generator=generator).tolist()
         for row, label in enumerate(self.labels):
+            if pinned and label in pinned:
+                # Keep the estimator's second path a sample, different from the pinned one.
+                picks[row] = [pinned[label]] + [i for i in picks[row] if i != pinned[label]][: draws - 1]
+                if len(picks[row]) < draws:
+                    picks[row].append(next(i for i in range(probs.shape[1]) if i != pinned[label] and probs[row, i] > 0))
+                second[row] = 0.0  # the first of the pair is active
             if mode == "weight":
                 self.active[label] = picks[row][0]
                 self.evaluated[label] = [picks[row][0]]
@@ -108,21 +119,43 @@ class BinaryGateChoice(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bank = self.bank
         active = bank.active[self.label]
-        output = self.candidates[active](x)
         if bank.mode != "arch":
-            return output
+            return self.candidates[active](x)
         evaluated = bank.evaluated[self.label]
-        alpha = bank.alpha[self.label]
-        probs = torch.softmax(alpha[evaluated], dim=0)  # renormalised over the evaluated paths
-        estimator_term = 0.0
-        for position, index in enumerate(evaluated):
-            if index == active:
-                other = output.detach()
-            else:
-                with torch.no_grad():
-                    other = self.candidates[index](x)
-            estimator_term = estimator_term + (probs[position] - probs[position].detach()) * other
-        return output + estimator_term
+        # The other candidates run first: an in-place candidate (ReLU) would otherwise change their input.
+        with torch.no_grad():
+            others = [self.candidates[index](x) for index in evaluated if index != active]
+        output = self.candidates[active](x)
+        return _BinaryGateGradient.apply(bank.alpha[self.label], tuple(evaluated), active, output, *others)
+
+
+class _BinaryGateGradient(torch.autograd.Function):
+    """Identity on the active path's output; its backward adds the binary-gate estimator to alpha's grad.
+
+    Only dot products <dL/dy, o_j> happen in backward, so the estimator adds no elementwise work to the
+    forward graph.
+    """
+
+    @staticmethod
+    def forward(ctx, alpha, evaluated, active, output, *others):
+        ctx.evaluated, ctx.active = evaluated, active
+        ctx.save_for_backward(alpha, output, *others)
+        return output.detach()
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        alpha, output, *others = ctx.saved_tensors
+        grad_alpha = None
+        if ctx.needs_input_grad[0]:
+            other_outputs = iter(others)
+            paths = [output if index == ctx.active else next(other_outputs) for index in ctx.evaluated]
+            binary_grads = torch.stack([(grad_output * path).sum() for path in paths])
+            index = torch.tensor(ctx.evaluated, device=alpha.device)
+            probs = torch.softmax(alpha[index], dim=0)
+            # dL/dalpha_i = sum_j b_j p_j (delta_ij - p_i) = p_i (b_i - sum_j b_j p_j), over evaluated paths.
+            grad_sub = probs * (binary_grads - (binary_grads * probs).sum())
+            grad_alpha = torch.zeros_like(alpha).index_add_(0, index, grad_sub)
+        return (grad_alpha, None, None, grad_output) + (None,) * len(others)
 
 
 def install_binary_gates(model: nn.Module) -> GateBank:

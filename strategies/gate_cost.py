@@ -24,8 +24,11 @@ def _count_flops(module: nn.Module, *inputs: torch.Tensor) -> int:
 def measure_candidate_flops(model: nn.Module, bank: GateBank, input_size: tuple[int, ...]) -> dict:
     """Per label, the FLOPs of each candidate summed over its sites; plus '__base__', the unsearched rest."""
     shapes: dict[BinaryGateChoice, tuple] = {}
+    def record_shape(module: nn.Module, args: tuple) -> None:
+        shapes.setdefault(module, tuple(args[0].shape))
+
     hooks = [
-        gate.register_forward_pre_hook(lambda module, args: shapes.setdefault(module, tuple(args[0].shape)))
+        gate.register_forward_pre_hook(record_shape)
         for gate in model.modules()
         if isinstance(gate, BinaryGateChoice)
     ]

@@ -96,8 +96,8 @@ class ProxylessSearch:
         metrics["lr"] = self.weight_optimizer.param_groups[0]["lr"]
         return metrics
 
-    def weight_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        self.bank.resample("weight", self.generator)
+    def weight_step(self, images: torch.Tensor, labels: torch.Tensor, pinned: dict[str, int] | None = None) -> torch.Tensor:
+        self.bank.resample("weight", self.generator, pinned)
         images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
         loss = F.cross_entropy(self.model(images), labels)
         self.weight_optimizer.zero_grad(set_to_none=True)
@@ -105,8 +105,8 @@ class ProxylessSearch:
         self.weight_optimizer.step()
         return loss.detach()
 
-    def arch_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        self.bank.resample("arch", self.generator)
+    def arch_step(self, images: torch.Tensor, labels: torch.Tensor, pinned: dict[str, int] | None = None) -> torch.Tensor:
+        self.bank.resample("arch", self.generator, pinned)
         images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
         # Frozen weights: autograd then computes only activation gradients and the architecture gradient.
         for parameter in self.weights:
