@@ -92,7 +92,8 @@ class ProxylessSearch:
         self.epoch += 1
         metrics = self.evaluate(val_loader, limit_val_batches)
         metrics["train_loss"] = float(train_loss) / max(1, batches)
-        metrics["expected_gflops"] = float(expected_gflops(self.bank, self.candidate_flops))
+        with torch.no_grad():
+            metrics["expected_gflops"] = float(expected_gflops(self.bank, self.candidate_flops))
         metrics["lr"] = self.weight_optimizer.param_groups[0]["lr"]
         return metrics
 

@@ -1,0 +1,75 @@
+"""The real NNI manager, started the way `resnas create` starts it: bound to 127.0.0.1, followed over REST."""
+
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from strategies.experiment_config import ConfigError, load_experiment_config
+from strategies.launcher import (
+    create_experiment,
+    decode_metric,
+    experiment_summary,
+    listening_hosts,
+    stop_experiment,
+    wait_for_experiment,
+)
+
+FIXTURE = "tests/fixtures/launcher"
+
+
+def fixture_experiment(tmp_path, **changes):
+    folder = tmp_path / "experiment"
+    shutil.copytree(FIXTURE, folder)
+    config = yaml.safe_load((folder / "experiment.yml").read_text())
+    config["experimentWorkingDirectory"] = str(tmp_path / "nni-experiments")
+    config.update(changes)
+    (folder / "experiment.yml").write_text(yaml.safe_dump(config))
+    return folder / "experiment.yml"
+
+
+@pytest.mark.e2e
+def test_real_manager_runs_trials_on_localhost_only_and_reports_over_rest(tmp_path):
+    handle = create_experiment(fixture_experiment(tmp_path), port=8765)
+    try:
+        assert listening_hosts(handle.port) == {"127.0.0.1"}
+        assert handle.url == f"http://127.0.0.1:{handle.port}"
+        status = wait_for_experiment(handle, poll_seconds=1, timeout=240)
+        summary = experiment_summary(handle, status)
+    finally:
+        stop_experiment(handle)
+    assert summary["status"] == "DONE"
+    assert [trial["status"] for trial in summary["trials"]] == ["SUCCEEDED", "SUCCEEDED"]
+    assert summary["best"] == {"default": 0.75, "params": 123, "flops": 456, "export_dir": "/tmp/export-0.75"}
+    assert summary["export_dir"] == "/tmp/export-0.75"
+    # Stopped means stopped: nothing listens on the port any more.
+    assert listening_hosts(handle.port) == set()
+
+
+def test_a_typo_in_an_nnictl_key_is_one_sentence_with_the_fix(tmp_path):
+    path = fixture_experiment(tmp_path, trialConcurency=2)
+    with pytest.raises(ConfigError) as error:
+        load_experiment_config(path)
+    message = str(error.value)
+    assert "unknown key 'trialConcurency'" in message and "did you mean 'trialConcurrency'" in message
+    assert "\n" not in message
+
+
+def test_nothing_is_launched_when_the_config_is_bad(tmp_path, monkeypatch):
+    launched = []
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: launched.append(a))
+    with pytest.raises(ConfigError):
+        create_experiment(fixture_experiment(tmp_path, maxTrialNumber="many"))
+    assert launched == []
+
+
+def test_missing_config_file_names_the_folder(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist; pass one of the files in nni_configs/"):
+        load_experiment_config(tmp_path / "nope.yml")
+
+
+def test_final_metrics_are_decoded_even_when_double_encoded():
+    assert decode_metric('"{\\"default\\": 0.5}"') == {"default": 0.5}
+    assert decode_metric('{"default": 0.5}') == {"default": 0.5}
+    assert decode_metric("0.5") == 0.5
