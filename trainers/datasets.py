@@ -1,0 +1,151 @@
+"""The dataset registry: static facts per dataset and how to read its train/test images.
+
+In-memory datasets (digits, CIFAR, MNIST family) are held as uint8 tensors N x C x H x W; folders of images
+are read lazily. Nothing here decides a split or an augmentation (see datamodule.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.nn import functional as F
+
+
+class DataError(ValueError):
+    """Data that cannot be read; the message is one sentence naming the path or the fix."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    flip: bool  # horizontal flips are label-preserving (not for digits and letters)
+    default_augment: str
+    expected_path: str  # where the files must be, relative to data_dir ("" when shipped)
+
+
+ImagesAndLabels = tuple[torch.Tensor, torch.Tensor]  # uint8 N x C x H x W, int64 N
+Reader = Callable[[DatasetInfo, Path, bool, bool], ImagesAndLabels]  # (info, data_dir, train, download)
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    info: DatasetInfo
+    read: Reader | None  # None: read lazily from a folder (imagefolder)
+
+
+DATASETS: dict[str, DatasetEntry] = {}
+
+
+def register_dataset(entry: DatasetEntry) -> None:
+    if entry.info.name in DATASETS:
+        raise ValueError(f"dataset {entry.info.name!r} is already registered; pick another name.")
+    DATASETS[entry.info.name] = entry
+
+
+def dataset_entry(name: str) -> DatasetEntry:
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; use one of {', '.join(DATASETS)}.")
+    return DATASETS[name]
+
+
+# ---- digits: scikit-learn's shipped 8x8 digits (real, offline) ---------------------------------------------
+DIGITS_TEST_FRACTION = 0.2
+DIGITS_SPLIT_SEED = 0  # fixed: the test part must never depend on a run's seed
+
+
+def read_digits(info: DatasetInfo, data_dir: Path, train: bool, download: bool) -> ImagesAndLabels:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = torch.from_numpy(digits.images).float().mul(255.0 / 16.0).round().to(torch.uint8).unsqueeze(1)
+    labels = torch.from_numpy(digits.target).long()
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(DIGITS_SPLIT_SEED))
+    n_test = int(len(labels) * DIGITS_TEST_FRACTION)
+    chosen = order[n_test:] if train else order[:n_test]
+    return images[chosen], labels[chosen]
+
+
+# ---- torchvision datasets ---------------------------------------------------------------------------------
+def _torchvision_reader(class_name: str, title: str, **kwargs) -> Reader:
+    def read(info: DatasetInfo, data_dir: Path, train: bool, download: bool) -> ImagesAndLabels:
+        import torchvision
+
+        try:
+            dataset = getattr(torchvision.datasets, class_name)(str(data_dir), train=train, download=download, **kwargs)
+        except Exception:  # noqa: BLE001 - missing files and failed downloads raise many types
+            where = Path(data_dir) / info.expected_path
+            tail = "could not be downloaded" if download else "download=False"
+            raise DataError(
+                f"{title} files not found under {where} and {tail}; put the extracted archive there "
+                f"or run once with network access."
+            ) from None
+        images = torch.as_tensor(dataset.data)
+        images = images.permute(0, 3, 1, 2) if images.ndim == 4 else images.unsqueeze(1)
+        return images.contiguous().to(torch.uint8), torch.as_tensor(dataset.targets).long()
+
+    return read
+
+
+def _info(name, classes, channels, size, mean, std, flip, augment, path) -> DatasetInfo:
+    return DatasetInfo(name, classes, channels, size, mean, std, flip, augment, path)
+
+
+for _entry in (
+    DatasetEntry(_info("digits", 10, 1, 32, (0.3053,), (0.3759,), False, "shift", ""), read_digits),
+    DatasetEntry(
+        _info("cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True, "crop",
+              "cifar-10-batches-py"),
+        _torchvision_reader("CIFAR10", "CIFAR-10"),
+    ),
+    DatasetEntry(
+        _info("cifar100", 100, 3, 32, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True, "crop",
+              "cifar-100-python"),
+        _torchvision_reader("CIFAR100", "CIFAR-100"),
+    ),
+    DatasetEntry(_info("mnist", 10, 1, 28, (0.1307,), (0.3081,), False, "shift", "MNIST/raw"),
+                 _torchvision_reader("MNIST", "MNIST")),
+    DatasetEntry(_info("fashion_mnist", 10, 1, 28, (0.2860,), (0.3530,), False, "shift", "FashionMNIST/raw"),
+                 _torchvision_reader("FashionMNIST", "FashionMNIST")),
+    DatasetEntry(_info("emnist", 47, 1, 28, (0.1751,), (0.3332,), False, "shift", "EMNIST/raw"),
+                 _torchvision_reader("EMNIST", "EMNIST", split="balanced")),
+    # Any folder of class subfolders (Animals10, a company's own images); the facts depend on the folder.
+    DatasetEntry(_info("imagefolder", 0, 3, 224, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), True, "shift",
+                       "train/<class>/*.jpg"), None),
+):
+    register_dataset(_entry)
+
+
+def imagefolder_classes(data_dir: Path) -> list[str]:
+    train = Path(data_dir) / "train"
+    if not train.is_dir():
+        raise DataError(f"no image folder at {train}; put one subfolder of images per class under it.")
+    classes = sorted(entry.name for entry in train.iterdir() if entry.is_dir())
+    if len(classes) < 2:
+        raise DataError(f"{train} has {len(classes)} class folders; an image folder needs at least two.")
+    return classes
+
+
+def dataset_info(name: str, data_dir: str | Path = "data") -> DatasetInfo:
+    """Static facts of a dataset (image folders: counted from the folder, without reading images)."""
+    info = dataset_entry(name).info
+    if name == "imagefolder":
+        from dataclasses import replace
+
+        info = replace(info, num_classes=len(imagefolder_classes(Path(data_dir))))
+    return info
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize a uint8 N x C x H x W batch once, up front (digits: 8 px -> size)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False)
+    return resized.round().clamp(0, 255).to(torch.uint8)

@@ -1,0 +1,127 @@
+"""fit(): train any nn.Module with Lightning and return plain numbers; evaluate(): accuracy on a split."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .checkpoint import save_checkpoint
+from .system import ClassificationSystem, ExtraLoss, OptimConfig
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class FitResult:
+    final_val_accuracy: float
+    best_val_accuracy: float
+    final_val_loss: float
+    final_train_loss: float
+    epochs: int
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class _EpochReporter(pl.Callback):
+    """Collects the per-epoch metrics and hands them to a plain callback (NNI reporting lives elsewhere)."""
+
+    def __init__(self, on_epoch_end: EpochCallback | None):
+        self.on_epoch_end = on_epoch_end
+        self.history: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {key: float(value) for key, value in trainer.callback_metrics.items()}
+        metrics["epoch"] = trainer.current_epoch + 1
+        metrics["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        self.history.append(metrics)
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(trainer.current_epoch + 1, metrics)
+
+
+def quiet_lightning() -> None:
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*number of training batches.*")
+
+
+def fit(
+    model: nn.Module,
+    datamodule: pl.LightningDataModule,
+    optim: OptimConfig,
+    epochs: int,
+    *,
+    extra_losses: Sequence[ExtraLoss] = (),
+    on_epoch_end: EpochCallback | None = None,
+    seed: int = 0,
+    accelerator: str = "auto",
+    devices: int | str = 1,
+    limit_train_batches: int | float | None = None,
+    limit_val_batches: int | float | None = None,
+    checkpoint_path: Path | None = None,
+    checkpoint_extra: dict[str, Any] | None = None,
+) -> FitResult:
+    """Train `model` in place for `epochs` epochs; validation runs after every epoch."""
+    quiet_lightning()
+    pl.seed_everything(seed, workers=True, verbose=False)
+    system = ClassificationSystem(model, optim, epochs, extra_losses)
+    reporter = _EpochReporter(on_epoch_end)
+    trainer = pl.Trainer(
+        max_epochs=epochs,
+        accelerator=accelerator,
+        devices=devices,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_train_batches=limit_train_batches,
+        limit_val_batches=limit_val_batches,
+        callbacks=[reporter],
+    )
+    started = time.perf_counter()
+    trainer.fit(system, datamodule=datamodule)
+    seconds = time.perf_counter() - started
+    model.cpu()
+    if checkpoint_path is not None:
+        save_checkpoint(checkpoint_path, model, extra={"epochs": epochs, **(checkpoint_extra or {})})
+    history = reporter.history
+    last = history[-1] if history else {}
+    return FitResult(
+        final_val_accuracy=last.get("val_accuracy", float("nan")),
+        best_val_accuracy=max((h.get("val_accuracy", float("nan")) for h in history), default=float("nan")),
+        final_val_loss=last.get("val_loss", float("nan")),
+        final_train_loss=last.get("train_loss", float("nan")),
+        epochs=len(history),
+        seconds=seconds,
+        history=history,
+    )
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, datamodule: pl.LightningDataModule, split: str = "test") -> dict[str, float]:
+    """Accuracy and mean loss of `model` (eval mode) on the test or validation split."""
+    loaders = {"test": datamodule.test_dataloader, "val": datamodule.val_dataloader}
+    if split not in loaders:
+        raise ValueError(f"unknown split {split!r}; use test or val.")
+    model.eval()
+    device = next(model.parameters()).device
+    correct, loss, count = 0, 0.0, 0
+    for images, labels in loaders[split]():
+        images, labels = images.to(device), labels.to(device)
+        logits = model(images)
+        loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+        correct += int((logits.argmax(1) == labels).sum())
+        count += labels.numel()
+    return {"accuracy": correct / max(1, count), "loss": loss / max(1, count), "samples": count}
