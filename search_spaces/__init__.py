@@ -13,4 +13,5 @@ from .spec import (
     resnet_spec,
 )
 from .nni_spaces import SCOPES, DepthResNet, ScopedResNet50
-# -- export and cost --
+from .cost import CostReport, LayerCost, measure_cost
+from .export import ENTRY_POINT, export_to_timm, load_exported, plain_timm_resnet
