@@ -14,6 +14,7 @@ NNI's magic (ModelSpace, LayerChoice, Repeat) stays in this file: the rest of re
 
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import replace
 from typing import Any
@@ -256,6 +257,14 @@ class DepthResNet(ModelSpace):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _forward(self, x)
 
+    def extra_oneshot_hooks(self, strategy: Any) -> list:
+        """NNI's one-shot strategies ask the space for extra mutation hooks; DARTS needs one (see below)."""
+        from nni.nas.strategy import DARTS, Proxyless
+
+        if isinstance(strategy, DARTS) and not isinstance(strategy, Proxyless):  # GumbelDARTS is a DARTS too
+            return [_darts_repeat_class().mutate]
+        return []
+
     def choice_labels(self) -> ChoiceLabels:
         """(label, candidate depths) of every variable stage, in forward order."""
         return [
@@ -273,3 +282,28 @@ class DepthResNet(ModelSpace):
             StageSpec(blocks=stage.blocks[:depth], pool=stage.pool) for stage, depth in zip(self.base_spec.stages, depths)
         )
         return replace(self.base_spec, stages=stages)
+
+
+@functools.cache  # one class, built on first use: the one-shot package imports Lightning, which tuners never need
+def _darts_repeat_class() -> type:
+    """NNI 3.0's DifferentiableMixedRepeat with the empty stage in its mixture.
+
+    NNI's forward sums w_d * (output after d blocks) over d >= 1 only (`enumerate(blocks, start=1)`), so with
+    min depth 0 the identity path w_0 * x is silently missing and the stage output shrinks by w_0.
+    """
+    from nni.nas.oneshot.pytorch.supermodule._expression_utils import traverse_all_options, weighted_sum
+    from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedRepeat
+
+    class DartsRepeatWithEmptyStage(DifferentiableMixedRepeat):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            weights = {label: self._softmax(alpha) for label, alpha in self._arch_alpha.items()}
+            depth_weights = dict(traverse_all_options(self.depth_choice, weights=weights))
+            outputs, output_weights = ([x], [depth_weights[0]]) if 0 in depth_weights else ([], [])
+            for depth, block in enumerate(self.blocks, start=1):
+                x = block(x)
+                if depth in depth_weights:
+                    outputs.append(x)
+                    output_weights.append(depth_weights[depth])
+            return weighted_sum(outputs, output_weights)
+
+    return DartsRepeatWithEmptyStage

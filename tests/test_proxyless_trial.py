@@ -1,0 +1,131 @@
+"""The ProxylessNAS tuner and trial: settings, one trial per scope, resume, gate trajectories, the exit rule,
+and a smoke epoch of each shipped scope config."""
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from strategies.gate_trajectory import GateTrajectory, SearchExit, normalised_entropy
+from strategies.proxyless_tuner import ProxylessTuner, parse_tuner_args
+from strategies.settings import SettingsError
+from strategies.trial import PrintReporter, run_trial
+
+REPO = Path(__file__).resolve().parents[1]
+SCOPE_CONFIGS = [REPO / "nni_configs" / f"proxyless_scope_{scope}.yml" for scope in "smlf"]
+
+
+def class_args(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())["tuner"]["classArgs"]
+
+
+def test_paper_defaults_are_the_settings_defaults():
+    settings = parse_tuner_args(class_args(SCOPE_CONFIGS[1]))[0]
+    assert (settings.scope, settings.dataset, settings.batch_size) == ("m", "cifar10", 64)
+    assert (settings.lr, settings.momentum, settings.weight_decay) == (0.05, 0.9, 4e-5)
+    assert (settings.arch_lr, settings.arch_weight_decay, settings.flops_penalty) == (1e-3, 0.0, 0.0)
+    assert settings.exit_patience == 0  # the exit rule is off for the paper's configs
+
+
+def test_the_table_one_config_issues_one_trial_per_scope_then_no_more():
+    import nni
+
+    tuner = ProxylessTuner(**class_args(REPO / "nni_configs" / "proxyless_scopes.yml"))
+    scopes = [tuner.generate_parameters(i)["settings"]["scope"] for i in range(4)]
+    assert scopes == ["s", "m", "l", "f"]
+    with pytest.raises(nni.NoMoreTrialError):
+        tuner.generate_parameters(4)
+
+
+def test_resume_does_not_search_a_finished_scope_again():
+    tuner = ProxylessTuner(**class_args(REPO / "nni_configs" / "proxyless_scopes.yml"))
+    finished = [{"parameter": {"method": "proxyless", "settings": {"scope": "m"}}, "value": 0.9}]
+    tuner.import_data(finished)
+    assert [tuner.generate_parameters(i)["settings"]["scope"] for i in range(3)] == ["s", "l", "f"]
+
+
+def test_scope_and_scopes_together_are_refused():
+    with pytest.raises(SettingsError, match="either 'scope' or 'scopes'"):
+        parse_tuner_args({"scope": "m", "scopes": ["s"]})
+
+
+def test_normalised_entropy_and_argmax_changes():
+    assert normalised_entropy([0.5, 0.5]) == pytest.approx(1.0)
+    assert normalised_entropy([1.0, 0.0, 0.0]) == 0.0
+    assert normalised_entropy([0.7, 0.2, 0.1]) == pytest.approx(
+        -(0.7 * math.log(0.7) + 0.2 * math.log(0.2) + 0.1 * math.log(0.1)) / math.log(3)
+    )
+    trajectory = GateTrajectory(candidates={"a": ["k3", "k5"], "b": ["relu", "mish"]})
+    assert trajectory.record({"a": [0.6, 0.4], "b": [0.5, 0.5]})["argmax_changes"] == 2
+    assert trajectory.record({"a": [0.4, 0.6], "b": [0.6, 0.4]})["argmax_changes"] == 1
+    stats = trajectory.record({"a": [0.1, 0.9], "b": [0.9, 0.1]})
+    assert stats["argmax_changes"] == 0 and stats["gate_entropy"] == pytest.approx(normalised_entropy([0.1, 0.9]))
+
+
+def test_exit_rule_needs_both_a_stable_argmax_and_low_entropy():
+    rule = SearchExit(patience=2, entropy_threshold=0.5)
+    assert not rule.should_stop(argmax_changes=0, gate_entropy=0.2)  # stable for 1 epoch
+    assert rule.should_stop(argmax_changes=0, gate_entropy=0.2)  # stable for 2 epochs, decided
+    undecided = SearchExit(patience=1, entropy_threshold=0.5)
+    assert not undecided.should_stop(argmax_changes=0, gate_entropy=0.9)
+    assert not SearchExit(patience=0).should_stop(argmax_changes=0, gate_entropy=0.0)  # off
+
+
+def test_trajectory_json_and_plot(tmp_path):
+    trajectory = GateTrajectory(candidates={"layer4_0_kernel": ["k3", "k5"]})
+    for p in (0.5, 0.6, 0.8):
+        trajectory.record({"layer4_0_kernel": [p, 1 - p]})
+    trajectory.save(tmp_path / "gates.json")
+    assert GateTrajectory.load(tmp_path / "gates.json").epochs == trajectory.epochs
+    trajectory.plot(tmp_path / "gates.png")
+    assert (tmp_path / "gates.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def smoke_parameters(path: Path, **overrides) -> dict:
+    """A shipped config's settings, shrunk to one short epoch on digits (CIFAR cannot be downloaded here)."""
+    settings = parse_tuner_args(class_args(path))[0]
+    smoke = dict(dataset="digits", image_size=16, width_multiplier=1 / 16, search_epochs=1, retrain_epochs=1,
+                 limit_train_batches=2, limit_val_batches=1, num_workers=0, batch_size=16)
+    settings = replace(settings, **{**smoke, **overrides})
+    return {"method": "proxyless", "settings": settings.to_dict()}
+
+
+@pytest.mark.parametrize("config", SCOPE_CONFIGS, ids=[p.stem for p in SCOPE_CONFIGS])
+def test_each_scope_config_runs_a_smoke_trial(config, tmp_path):
+    reporter = PrintReporter()
+    result = run_trial(smoke_parameters(config), tmp_path, reporter)
+    scope = config.stem[-1]
+    blocks = {"s": 3, "m": 9, "l": 13, "f": 16}[scope]
+    assert result["scope"] == scope and len(result["architecture"]) == 2 * blocks
+    assert reporter.result == result and 0.0 <= result["default"] <= 1.0
+    epoch = reporter.history[0]
+    assert {"default", "gate_entropy", "argmax_changes", "val_accuracy"} <= set(epoch)
+    for name in ("arch.json", "gates.json", "gates.png", "supernet.ckpt", "retrain.ckpt", "timm_export/model.safetensors"):
+        assert (tmp_path / name).is_file(), name
+
+
+def test_an_interrupted_search_resumes_from_its_last_epoch(tmp_path):
+    parameters = smoke_parameters(SCOPE_CONFIGS[0], search_epochs=2)
+    first = PrintReporter()
+    run_trial(parameters, tmp_path, first)
+    # Pretend the trial died after epoch 1: keep a checkpoint that says so, then run the same trial again.
+    from strategies.proxyless_search import ProxylessSearch  # noqa: F401
+    state = torch.load(tmp_path / "supernet.ckpt", weights_only=True)
+    state["extra"]["epoch"] = state["epoch"] = 1
+    torch.save(state, tmp_path / "supernet.ckpt")
+    second = PrintReporter()
+    result = run_trial(parameters, tmp_path, second)
+    assert [h["epoch"] for h in second.history] == [2]  # epoch 1 was not searched again
+    assert result["search_epochs_run"] == 2
+    assert len(json.loads((tmp_path / "gates.json").read_text())["epochs"]) == 2
+
+
+def test_a_corrupt_supernet_checkpoint_restarts_the_search(tmp_path):
+    (tmp_path / "supernet.ckpt").write_bytes(b"\x00garbage")
+    reporter = PrintReporter()
+    run_trial(smoke_parameters(SCOPE_CONFIGS[0]), tmp_path, reporter)
+    assert [h["epoch"] for h in reporter.history] == [1]
