@@ -217,7 +217,9 @@ class DepthResNet(ModelSpace):
             raise SpecError("a DepthResNet needs at least one stage; give one (min, max) depth per stage.")
         for stage_index, (low, high) in enumerate(self.depth_ranges, start=1):
             if not 0 <= low <= high or high < 1:
-                raise SpecError(f"layer{stage_index}: depth range ({low}, {high}) must satisfy 0 <= min <= max, max >= 1.")
+                raise SpecError(
+                    f"layer{stage_index}: depth range ({low}, {high}) must satisfy 0 <= min <= max and max >= 1."
+                )
         base = max(1, round(64 * width_multiplier))
         widths = tuple(widths) if widths is not None else tuple(base * 2**i for i in range(len(self.depth_ranges)))
         if len(widths) != len(self.depth_ranges):
@@ -246,7 +248,9 @@ class DepthResNet(ModelSpace):
         _add_head(self, self.base_spec)
         _init_like_builder(self)
 
-    def _widest_spec(self, block: str, widths: tuple[int, ...], num_classes: int, stem: str, in_channels: int) -> ArchSpec:
+    def _widest_spec(
+        self, block: str, widths: tuple[int, ...], num_classes: int, stem: str, in_channels: int
+    ) -> ArchSpec:
         stem_spec = replace(STEMS[stem], out_channels=widths[0])
         stages, channels = [], widths[0]
         for index, ((_, high), planes) in enumerate(zip(self.depth_ranges, widths)):
@@ -279,7 +283,8 @@ class DepthResNet(ModelSpace):
         for label, values in self.choice_labels():
             depths[int(label[len("layer") : -len("_depth")]) - 1] = _sample_value(sample, label, values, "DepthResNet")
         stages = tuple(
-            StageSpec(blocks=stage.blocks[:depth], pool=stage.pool) for stage, depth in zip(self.base_spec.stages, depths)
+            StageSpec(blocks=stage.blocks[:depth], pool=stage.pool)
+            for stage, depth in zip(self.base_spec.stages, depths)
         )
         return replace(self.base_spec, stages=stages)
 
