@@ -23,7 +23,7 @@ def build_transform(info: DatasetInfo, image_size: int, augment: str, train: boo
     if augment not in AUGMENTS:
         raise DataError(f"unknown augmentation {augment!r}; use one of {', '.join(AUGMENTS)}.")
     augment = info.default_augment if augment == "default" else augment
-    steps: list = [v2.Resize((image_size, image_size), antialias=True)]
+    steps: list = [v2.ToImage(), v2.Resize((image_size, image_size), antialias=True)]  # PIL or uint8 tensor in
     if train and augment == "crop":
         steps.append(v2.RandomCrop(image_size, padding=max(1, image_size // 8)))
     elif train and augment == "shift":
@@ -44,7 +44,7 @@ class TensorImages(Dataset):
         return len(self.labels)
 
     def __getitem__(self, index: int):
-        return self.transform(v2.functional.to_image(self.images[index])), int(self.labels[index])
+        return self.transform(self.images[index]), int(self.labels[index])
 
 
 class ClassificationDataModule(pl.LightningDataModule):
