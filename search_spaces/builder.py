@@ -11,6 +11,20 @@ from .spec import ArchSpec
 POOL_LAYERS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 
+def init_resnet_weights(model: nn.Module, zero_init_last: bool = True) -> None:
+    """timm's ResNet scheme, so a fresh net (or a searched path) trains like a fresh timm net."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+    if zero_init_last:  # residual blocks start as the identity
+        for module in model.modules():
+            if module is not model and hasattr(module, "zero_init_last"):
+                module.zero_init_last()
+
+
 class Stage(nn.Sequential):
     """`layerN`: an optional pooling layer named `pool`, then blocks named 0, 1, ... (as in timm)."""
 
@@ -58,20 +72,7 @@ class ResNasNet(nn.Module):
         self.global_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
         self.head_drop = nn.Dropout(spec.head.dropout)
         self.fc = nn.Linear(channels, spec.head.num_classes)
-        self._init_weights(zero_init_last)
-
-    def _init_weights(self, zero_init_last: bool) -> None:
-        # Same scheme as timm's ResNet, so a fresh net here trains like a fresh timm net.
-        for module in self.modules():
-            if isinstance(module, nn.Conv2d):
-                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(module, nn.BatchNorm2d):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
-        if zero_init_last:
-            for module in self.modules():
-                if hasattr(module, "zero_init_last") and module is not self:
-                    module.zero_init_last()
+        init_resnet_weights(self, zero_init_last)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))

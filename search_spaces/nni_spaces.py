@@ -27,7 +27,7 @@ from nni.nas.nn.pytorch import LayerChoice, ModelSpace, Repeat  # noqa: E402
 from torch import nn  # noqa: E402
 
 from .blocks import BasicBlock, Bottleneck, activation_layer, conv2d, make_activation  # noqa: E402
-from .builder import Stage  # noqa: E402
+from .builder import Stage, init_resnet_weights  # noqa: E402
 from .spec import STEMS, ArchSpec, HeadSpec, SpecError, StageSpec, residual_stage, resnet_spec  # noqa: E402
 
 # scope -> the stages (1-based) whose blocks are searched, counted from the deepest (the paper's s/m/l/f).
@@ -68,19 +68,6 @@ def _forward(space: nn.Module, x: torch.Tensor) -> torch.Tensor:
     for name in space.stage_names:
         x = getattr(space, name)(x)
     return space.fc(space.head_drop(space.global_pool(x)))
-
-
-def _init_like_builder(space: nn.Module) -> None:
-    # ResNasNet's scheme (timm's): a searched path starts like the standalone net it exports to.
-    for module in space.modules():
-        if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(module, nn.BatchNorm2d):
-            nn.init.ones_(module.weight)
-            nn.init.zeros_(module.bias)
-    for module in space.modules():
-        if isinstance(module, (BasicBlock, Bottleneck)):
-            module.zero_init_last()
 
 
 def _residual_block(kind: str, spec, in_channels: int) -> nn.Module:
@@ -145,7 +132,7 @@ class ScopedResNet50(ModelSpace):
             self.add_module(f"layer{stage_index}", Stage(stage.pool, blocks))
             self.stage_names.append(f"layer{stage_index}")
         _add_head(self, self.base_spec)
-        _init_like_builder(self)
+        init_resnet_weights(self)
 
     def _make_searchable(self, module: Bottleneck, block, prefix: str) -> None:
         module.conv2 = LayerChoice(
@@ -246,7 +233,7 @@ class DepthResNet(ModelSpace):
             self.stage_names.append(f"layer{stage_index}")
             channels = stage.blocks[-1].out_channels
         _add_head(self, self.base_spec)
-        _init_like_builder(self)
+        init_resnet_weights(self)
 
     def _widest_spec(
         self, block: str, widths: tuple[int, ...], num_classes: int, stem: str, in_channels: int

@@ -19,6 +19,8 @@ class ProxylessSettings:
     stem: Literal["imagenet", "cifar"] = "imagenet"  # the paper's counts match torchvision's 7x7 stem
     width_multiplier: float = 1.0
     batch_size: int = 64
+    # The paper: random crop + resize, horizontal flip p=0.5 (flips only where labels allow), normalisation.
+    augment: Literal["resized_crop", "crop", "shift", "none", "default"] = "resized_crop"
     val_fraction: float = 0.1  # architecture steps use this held-out part of the training set
     search_epochs: int = 300
     retrain_epochs: int = 300

@@ -34,7 +34,7 @@ def _device() -> torch.device:
 def run_proxyless_trial(parameters: dict[str, Any], output_dir: Path, reporter) -> dict[str, Any]:
     settings = parse_settings(ProxylessSettings, parameters.get("settings"), "trial parameters")
     torch.manual_seed(settings.seed)
-    info = dataset_info(settings.dataset)
+    info = dataset_info(settings.dataset, settings.data_dir)
     image_size = settings.image_size or info.image_size
     datamodule = make_datamodule(
         settings.dataset,
@@ -43,6 +43,7 @@ def run_proxyless_trial(parameters: dict[str, Any], output_dir: Path, reporter) 
         val_fraction=settings.val_fraction,
         seed=settings.seed,
         image_size=image_size,
+        augment=settings.augment,
         num_workers=settings.num_workers,
     )
     datamodule.setup("fit")

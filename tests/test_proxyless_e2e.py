@@ -29,7 +29,7 @@ def test_quickstart_runs_on_the_real_manager_and_exports_a_timm_folder(tmp_path)
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     line = json.loads(result.stdout.strip().splitlines()[-1])
-    assert line["status"] == "DONE" and line["dashboard"] == "http://127.0.0.1:8781"
+    assert line["status"] == "DONE" and line["dashboard"].startswith("http://127.0.0.1:")  # 8781 unless taken
     assert [trial["status"] for trial in line["trials"]] == ["SUCCEEDED"]
     best = line["best"]
     assert 0.0 <= best["default"] <= 1.0 and best["default"] == best["test_accuracy"]
