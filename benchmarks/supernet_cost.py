@@ -201,7 +201,7 @@ def main() -> None:
                 "ours": peak_memory(lambda: ours.weight_step(path, x, y)),
                 "nni": peak_memory(lambda: stock.weight_step(path, x, y)),
             }
-            print(f"weight-step peak heap increase (MiB): " + ", ".join(f"{k} {v / 2**20:.1f}" for k, v in memory.items()))
+            print("weight-step peak heap increase (MiB): " + ", ".join(f"{k} {v / 2**20:.1f}" for k, v in memory.items()))
 
     def median(key: str) -> float:
         return round(statistics.median(row[key] for row in rows), 3)

@@ -19,10 +19,12 @@ decision at three sites).
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 Estimator = Literal["two_path", "full"]
 ESTIMATORS: tuple[str, ...] = ("two_path", "full")
@@ -46,10 +48,18 @@ class GateBank(nn.Module):
     def probabilities(self, label: str) -> torch.Tensor:
         return torch.softmax(self.alpha[label], dim=0)
 
-    def gate_probabilities(self) -> dict[str, list[float]]:
+    def padded_probabilities(self) -> torch.Tensor:
+        """labels x max candidates, on the host, in one transfer (padding gets probability 0)."""
+        width = max(len(values) for values in self.candidate_values.values())
         with torch.no_grad():
-            stacked = [self.probabilities(label).cpu() for label in self.labels]
-        return {label: probs.tolist() for label, probs in zip(self.labels, stacked)}
+            padded = torch.stack(
+                [F.pad(self.alpha[label], (0, width - len(self.alpha[label])), value=-math.inf) for label in self.labels]
+            )
+            return torch.softmax(padded, dim=1).cpu()
+
+    def gate_probabilities(self) -> dict[str, list[float]]:
+        probs = self.padded_probabilities()
+        return {label: probs[row, : len(self.candidate_values[label])].tolist() for row, label in enumerate(self.labels)}
 
     def argmax_indices(self) -> dict[str, int]:
         with torch.no_grad():
@@ -73,11 +83,8 @@ class GateBank(nn.Module):
             self.active = self.argmax_indices()
             self.evaluated = {label: [index] for label, index in self.active.items()}
             return
-        # All labels in one batched multinomial and one host transfer, not one sync per choice.
-        width = max(len(values) for values in self.candidate_values.values())
-        probs = torch.zeros(len(self.labels), width)
-        for row, label in enumerate(self.labels):
-            probs[row, : len(self.candidate_values[label])] = self.probabilities(label).cpu()
+        # All labels in one host transfer and one batched multinomial, not one device sync per choice.
+        probs = self.padded_probabilities()
         draws = 2 if mode == "arch" and self.estimator == "two_path" else 1
         picks = torch.multinomial(probs, draws, replacement=False, generator=generator).tolist()
         # Official ProxylessNAS: of the two sampled paths, the active one is drawn by renormalised p.

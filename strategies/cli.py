@@ -106,7 +106,9 @@ def _export(args: argparse.Namespace) -> int:
             model.load_state_dict(state_dict, strict=True)
         except RuntimeError as error:
             first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-            raise UserError(f"{args.weights} does not match {args.spec} ({first}); pass the spec it was trained with.")
+            raise UserError(
+                f"{args.weights} does not match {args.spec} ({first}); pass the spec it was trained with."
+            ) from None
     folder = export_to_timm(
         spec, model, args.out, mean=tuple(args.mean) if args.mean else None,
         std=tuple(args.std) if args.std else None, input_size=tuple(args.input_size) if args.input_size else None,

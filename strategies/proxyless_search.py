@@ -22,7 +22,7 @@ from torch.nn import functional as F
 
 from trainers.atomic import atomic_write_bytes
 
-from .binary_gates import GateBank, install_binary_gates
+from .binary_gates import ESTIMATORS, GateBank, install_binary_gates
 from trainers.checkpoint import CheckpointError
 from .gate_cost import expected_gflops, measure_candidate_flops
 
@@ -49,8 +49,8 @@ class ProxylessSearchConfig:
 
 class ProxylessSearch:
     def __init__(self, space: nn.Module, config: ProxylessSearchConfig, device: torch.device | str = "cpu"):
-        if config.gradient_estimator not in ("two_path", "full"):
-            raise ValueError(f"unknown gradient_estimator {config.gradient_estimator!r}; use two_path or full.")
+        if config.gradient_estimator not in ESTIMATORS:
+            raise ValueError(f"unknown gradient_estimator {config.gradient_estimator!r}; use {' or '.join(ESTIMATORS)}.")
         self.config = config
         self.device = torch.device(device)
         self.model = space
