@@ -6,7 +6,9 @@ For each repetition one random path of ScopedResNet50(scope) is drawn; then, sid
 - NNI 3.0 stock: `Proxyless().mutate_model(space)` driven like its DartsLightningModule.training_step
   (arch step with NNI's Adam(lr 3e-4, betas 0.5/0.999, wd 1e-3), then weight step). Its ReLUs run out of
   place: NNI's _ProxylessFunction saves each layer's input, which an in-place ReLU would overwrite.
-Ratios are per-repetition ratios, reported as medians; absolute times drift on shared machines.
+Per path, the five contenders alternate one step at a time for --rounds rounds; each contender's median
+time gives that path's ratios, and the reported figure is the median over paths (absolute times drift on
+shared machines, ratios measured side by side much less).
 
 Memory: the peak of glibc's live heap (mallinfo2: in-use chunks + mmapped blocks), sampled after every
 dispatched torch op during one weight step, minus the heap before the step (activations, gradients,
@@ -146,18 +148,18 @@ class NniStock:
         self.arch_optimizer.step()
 
 
-def timed(step, repeats: int = 1) -> float:
+def timed(step) -> float:
     started = time.perf_counter()
-    for _ in range(repeats):
-        step()
-    return (time.perf_counter() - started) / repeats
+    step()
+    return time.perf_counter() - started
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="narrow widths and 3 repetitions (smoke run)")
     parser.add_argument("--scope", default="f")
-    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--repeats", type=int, default=7, help="sampled paths")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timings per contender and path")
     parser.add_argument("--width", type=float, default=1.0)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--size", type=int, default=32)
@@ -176,12 +178,21 @@ def main() -> None:
         path: dict = {}
         space.random(memo=path)
         plain = Plain(space, path)
-        plain.weight_step(x, y), ours.weight_step(path, x, y), stock.weight_step(path, x, y)  # warm-up
-        t_plain = timed(lambda: plain.weight_step(x, y), 2)
-        t_ours_w = timed(lambda: ours.weight_step(path, x, y), 2)
-        t_ours_a = timed(lambda: ours.arch_step(path, x, y), 2)
-        t_stock_w = timed(lambda: stock.weight_step(path, x, y), 2)
-        t_stock_a = timed(lambda: stock.arch_step(path, x, y), 2)
+        steps = {
+            "plain": lambda: plain.weight_step(x, y),
+            "ours_weight": lambda: ours.weight_step(path, x, y),
+            "ours_arch": lambda: ours.arch_step(path, x, y),
+            "nni_weight": lambda: stock.weight_step(path, x, y),
+            "nni_arch": lambda: stock.arch_step(path, x, y),
+        }
+        for step in steps.values():  # warm-up
+            step()
+        # Contenders alternate one step at a time, so a burst of load elsewhere hits all of them alike.
+        times: dict[str, list[float]] = {name: [] for name in steps}
+        for _ in range(args.rounds):
+            for name, step in steps.items():
+                times[name].append(timed(step))
+        t_plain, t_ours_w, t_ours_a, t_stock_w, t_stock_a = (statistics.median(times[name]) for name in steps)
         rows.append(
             {
                 "weight": t_ours_w / t_plain,
@@ -216,6 +227,7 @@ def main() -> None:
         "input": args.size,
         "estimator": args.estimator,
         "repeats": args.repeats,
+        "rounds": args.rounds,
         "weight_step_ratio": weight,
         "arch_step_ratio": arch,
         "train_step_ratio": median("train"),
