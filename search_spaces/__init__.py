@@ -14,4 +14,4 @@ from .spec import (
 )
 from .nni_spaces import SCOPES, DepthResNet, ScopedResNet50
 from .cost import CostReport, LayerCost, measure_cost
-from .export import ENTRY_POINT, export_to_timm, load_exported, plain_timm_resnet
+from .export import ENTRY_POINT, ExportError, export_to_timm, load_exported, plain_timm_resnet

@@ -1,10 +1,16 @@
-"""Export to a timm folder (config.json + model.safetensors + arch_spec.json) that
-`timm.create_model('local-dir:DIR', pretrained=True)` loads.
+"""Export to a timm folder that `timm.create_model('local-dir:DIR', pretrained=True)` loads.
 
-A plain ResNet (what timm's own ResNet can build) is exported under timm's name ('resnet18' family for basic
-blocks, 'resnet50' family for bottlenecks) with `layers=[...]`, so bare timm loads it without resnas. Anything
-else (mixed kernels or activations, CIFAR stems, pooling stages, uneven widths) uses the `resnas_net` entry
-point, registered in timm when `search_spaces` is imported, with the ArchSpec in `model_args`.
+    DIR/config.json         timm's layout (as save_for_hf writes it): architecture, num_classes, num_features,
+                            global_pool, model_args, pretrained_cfg (mean, std, input_size, num_classes,
+                            first_conv, classifier, crop_pct, interpolation, ...)
+    DIR/model.safetensors   the state dict (never a pickle)
+    DIR/arch_spec.json      the ArchSpec, so the folder rebuilds without the code that produced it
+    DIR/resnas.json         `extra` (metrics, provenance), only when given
+
+A plain ResNet (what timm's own ResNet builds) is exported under timm's name with `layers=[...]`, so bare
+timm loads it in a process that never imported resnas. Anything else (mixed kernels or activations, CIFAR
+stems, pooling stages, uneven widths, dropout) uses the `resnas_net` entry point with the ArchSpec in
+`model_args`; `import search_spaces` registers it.
 """
 
 from __future__ import annotations
@@ -16,84 +22,52 @@ from pathlib import Path
 from typing import Any
 
 import timm
-from timm.models import build_model_with_cfg, register_model
-from timm.models._registry import _model_entrypoints, generate_default_cfgs
+import torch
+from safetensors.torch import save_file
 from torch import nn
 
-from .builder import ResNasNet
-from .spec import STEMS, ArchSpec, resnet_spec
+from .spec import RESNET_LAYOUTS, STEMS, ArchSpec, SpecError, resnet_spec
+from .timm_entry import ENTRY_POINT, IMAGENET_MEAN, IMAGENET_STD
 
-ENTRY_POINT = "resnas_net"
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def _resnas_model(arch_spec: dict, num_classes: int | None = None, in_chans: int | None = None, **_) -> ResNasNet:
-    """timm's `model_cls` for resnas_net: num_classes/in_chans from timm override the spec's."""
-    spec = ArchSpec.from_dict(arch_spec)
-    if num_classes is not None and num_classes != spec.head.num_classes:
-        spec = ArchSpec.from_dict({**spec.to_dict(), "head": {**spec.to_dict()["head"], "num_classes": num_classes}})
-    if in_chans is not None and in_chans != spec.in_channels:
-        spec = ArchSpec.from_dict({**spec.to_dict(), "in_channels": in_chans})
-    return ResNasNet(spec)
+CONFIG_FILE, WEIGHTS_FILE, SPEC_FILE, EXTRA_FILE = "config.json", "model.safetensors", "arch_spec.json", "resnas.json"
+EXPORT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, SPEC_FILE, EXTRA_FILE})
 
 
-# timm's register_model reads the module's `default_cfgs`, so it is defined before the entry point.
-default_cfgs = generate_default_cfgs(
-    {
-        ENTRY_POINT: {
-            "url": "",
-            "num_classes": 1000,
-            "input_size": (3, 224, 224),
-            "mean": IMAGENET_MEAN,
-            "std": IMAGENET_STD,
-            "crop_pct": 1.0,
-            "interpolation": "bilinear",
-            "first_conv": "conv1",
-            "classifier": "fc",
-        }
-    }
-)
-
-if ENTRY_POINT not in _model_entrypoints:  # importing twice must not re-register
-
-    @register_model
-    def resnas_net(pretrained: bool = False, **kwargs: Any) -> ResNasNet:
-        """A ResNet-family network described by an ArchSpec (`arch_spec=` dict), built by resnas."""
-        if "arch_spec" not in kwargs:
-            raise ValueError("resnas_net needs arch_spec=<ArchSpec dict>; load an exported folder with local-dir:.")
-        return build_model_with_cfg(
-            _resnas_model, ENTRY_POINT, pretrained, feature_cfg=dict(flatten_sequential=False), **kwargs
-        )
+class ExportError(ValueError):
+    """Weights that do not fit the spec, or a destination that cannot be written; one sentence naming the fix."""
 
 
-def plain_timm_resnet(spec: ArchSpec) -> tuple[str, dict] | None:
-    """(timm architecture, model_args) when timm's own ResNet builds exactly this spec, else None."""
-    first_block = next((block for _, _, block in spec.iter_blocks()), None)
-    if first_block is None or first_block.kind not in ("basic", "bottleneck"):
+def plain_timm_resnet(spec: ArchSpec) -> tuple[str, dict[str, Any]] | None:
+    """(timm architecture, model_args) when timm's own ResNet builds exactly this spec, else None.
+
+    Plain means: ImageNet stem (7x7/2 + maxpool), four stages of torchvision blocks with widths 64*2^i,
+    kernel 3, ReLU, the stride on each stage's first block after the first stage, no pooling stages, no
+    dropout; any number (>= 1) of blocks per stage.
+    """
+    blocks = [block for _, _, block in spec.iter_blocks()]
+    if not blocks or blocks[0].kind not in ("basic", "bottleneck"):
         return None
-    depth = 18 if first_block.kind == "basic" else 50
-    if spec.stem != STEMS["imagenet"] or spec.head.dropout or len(spec.stages) != 4 or 0 in spec.depths:
+    if spec.stem != STEMS["imagenet"] or len(spec.stages) != 4 or 0 in spec.depths:
         return None
+    family_depth = 18 if blocks[0].kind == "basic" else 50
+    # Equality with the standard spec of the same depths covers widths, kernels, activations, strides,
+    # projections, pools and dropout in one comparison.
     standard = resnet_spec(
-        depth, num_classes=spec.head.num_classes, in_channels=spec.in_channels, stage_depths=spec.depths
+        family_depth, num_classes=spec.head.num_classes, in_channels=spec.in_channels, stage_depths=spec.depths
     )
     if standard != spec:
         return None
-    return f"resnet{depth}", {"layers": list(spec.depths), "in_chans": spec.in_channels}
+    # Name the standard depth when it is one (resnet34, resnet101, ...); model_args rebuild any other.
+    named = [depth for depth, layout in RESNET_LAYOUTS.items() if layout == (blocks[0].kind, spec.depths)]
+    architecture = f"resnet{named[0] if named else family_depth}"
+    return architecture, {"layers": list(spec.depths), "in_chans": spec.in_channels}
 
 
-def timm_model_for(spec: ArchSpec) -> tuple[nn.Module, dict]:
-    """The timm-created twin of `spec` (fresh weights) and the model_args that rebuild it."""
-    plain = plain_timm_resnet(spec)
-    if plain is not None:
-        architecture, model_args = plain
-        model = timm.create_model(architecture, pretrained=False, num_classes=spec.head.num_classes, **model_args)
-        return model, model_args
-    model_args = {"arch_spec": spec.to_dict()}
-    model = timm.create_model(
-        ENTRY_POINT, pretrained=False, num_classes=spec.head.num_classes, in_chans=spec.in_channels, **model_args
+def timm_architecture(spec: ArchSpec) -> tuple[str, dict[str, Any]]:
+    """(architecture, model_args) for config.json: timm's ResNet when it can build the spec, else resnas_net."""
+    return plain_timm_resnet(spec) or (
+        ENTRY_POINT, {"arch_spec": json.loads(spec.to_json()), "in_chans": spec.in_channels}
     )
-    return model, model_args
 
 
 def export_to_timm(
@@ -106,44 +80,30 @@ def export_to_timm(
     input_size: tuple[int, int, int] | None = None,
     extra: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the folder; it replaces `out_dir` only once complete (a crash leaves no half export)."""
-    out_dir = Path(out_dir)
-    twin, model_args = timm_model_for(spec)
-    twin.load_state_dict(model.state_dict(), strict=True)
-    channels = spec.in_channels
-    pretrained_cfg = {
-        "mean": tuple(mean or (IMAGENET_MEAN if channels == 3 else (0.5,) * channels)),
-        "std": tuple(std or (IMAGENET_STD if channels == 3 else (0.5,) * channels)),
-        "input_size": tuple(input_size or (channels, 224, 224)),
-        "crop_pct": 1.0,
-        "interpolation": "bilinear",
-    }
+    """Write the timm folder for `model` (built from `spec`); returns its path.
+
+    mean/std default to ImageNet's for 3 channels (0.5 otherwise); input_size to (C, 224, 224). The folder
+    appears complete or not at all: it is written beside `out_dir` and renamed into place, replacing an
+    earlier export there (never a folder holding anything else).
+    """
+    out_dir = Path(out_dir).expanduser().resolve()  # absolute: `local-dir:` paths are read relative to the cwd
+    if isinstance(getattr(model, "arch_spec", None), ArchSpec) and model.arch_spec != spec:
+        raise ExportError("the model was built from a different ArchSpec than the one given; pass model.arch_spec.")
+    architecture, model_args = timm_architecture(spec)
+    state_dict = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
+    check_weights(_expected_state(architecture, model_args, spec), state_dict)
+    config = _timm_config(spec, architecture, model_args, *_data_config(spec, mean, std, input_size))
+    _check_replaceable(out_dir)
+
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
     try:
-        timm.models.save_for_hf(
-            twin.cpu(), str(staging), model_config={"pretrained_cfg": pretrained_cfg}, model_args=model_args,
-            safe_serialization=True,
-        )
-        # timm may record defaults it derived; pin what resnas knows about the training data.
-        config = json.loads((staging / "config.json").read_text())
-        # Keep only what describes these weights; timm copies its ImageNet recipe's tag, test size and paper ids.
-        config["pretrained_cfg"] = {
-            **{k: list(v) if isinstance(v, tuple) else v for k, v in pretrained_cfg.items()},
-            "num_classes": spec.head.num_classes,
-            "first_conv": "conv1",
-            "classifier": "fc",
-            "fixed_input_size": False,
-            "custom_load": False,
-        }
-        config["model_args"] = model_args
-        (staging / "config.json").write_text(json.dumps(config, indent=2))
-        (staging / "arch_spec.json").write_text(spec.to_json())
+        save_file(state_dict, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        (staging / SPEC_FILE).write_text(spec.to_json() + "\n")
         if extra:
-            (staging / "resnas.json").write_text(json.dumps(extra, indent=2, default=str))
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
+            (staging / EXTRA_FILE).write_text(json.dumps(extra, indent=2, sort_keys=True, default=str) + "\n")
+        _swap_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -151,8 +111,135 @@ def export_to_timm(
 
 
 def load_exported(folder: str | Path) -> tuple[ArchSpec, nn.Module]:
-    """(ArchSpec, timm model with the exported weights, eval mode) of an export folder."""
-    folder = Path(folder)
-    spec = ArchSpec.from_json((folder / "arch_spec.json").read_text())
-    model = timm.create_model(f"local-dir:{folder.resolve()}", pretrained=True)
+    """(ArchSpec, timm model with the exported weights, in eval mode) of an export folder."""
+    folder = Path(folder).resolve()
+    if not (folder / SPEC_FILE).is_file() or not (folder / CONFIG_FILE).is_file():
+        raise ExportError(
+            f"{folder} is not a resnas export (no {SPEC_FILE} or {CONFIG_FILE}); pass the folder export_to_timm wrote."
+        )
+    spec = ArchSpec.from_json((folder / SPEC_FILE).read_text())
+    model = timm.create_model(f"local-dir:{folder}", pretrained=True)
     return spec, model.eval()
+
+
+def weights_mismatch(expected: dict[str, torch.Size], state_dict: dict[str, torch.Tensor]) -> str | None:
+    """None when `state_dict` has exactly the expected names and shapes, else what differs first (a phrase)."""
+    wrong_shape = [name for name in expected if name in state_dict and state_dict[name].shape != expected[name]]
+    if wrong_shape:
+        name = wrong_shape[0]
+        return f"{name} has shape {tuple(state_dict[name].shape)}, the spec needs {tuple(expected[name])}"
+    missing = [name for name in expected if name not in state_dict]
+    if missing:
+        return f"{len(missing)} tensors the spec needs are missing, e.g. {missing[0]}"
+    unexpected = [name for name in state_dict if name not in expected]
+    if unexpected:
+        return f"{len(unexpected)} tensors are not in the spec, e.g. {unexpected[0]}"
+    return None
+
+
+def check_weights(expected: dict[str, torch.Size], state_dict: dict[str, torch.Tensor]) -> None:
+    """Raise ExportError naming the first mis-shaped, missing or unexpected tensor."""
+    detail = weights_mismatch(expected, state_dict)
+    if detail is not None:
+        raise ExportError(f"the weights do not match the spec ({detail}); pass the spec they were trained with.")
+
+
+def expected_weights(spec: ArchSpec) -> dict[str, torch.Size]:
+    """Names and shapes of the state dict `spec`'s network has (built on the meta device: no memory, no init)."""
+    architecture, model_args = timm_architecture(spec)
+    return _expected_state(architecture, model_args, spec)
+
+
+def _expected_state(architecture: str, model_args: dict[str, Any], spec: ArchSpec) -> dict[str, torch.Size]:
+    # The twin timm itself builds from this config: what `local-dir:` will load the weights into.
+    with torch.device("meta"):
+        arguments = {**model_args, "in_chans": spec.in_channels, "num_classes": spec.head.num_classes}
+        twin = timm.create_model(architecture, pretrained=False, **arguments)
+    return {name: tensor.shape for name, tensor in twin.state_dict().items()}
+
+
+def _data_config(
+    spec: ArchSpec,
+    mean: tuple[float, ...] | None,
+    std: tuple[float, ...] | None,
+    input_size: tuple[int, int, int] | None,
+) -> tuple[list[float], list[float], list[int]]:
+    channels = spec.in_channels
+    imagenet = channels == 3
+    mean = list(mean) if mean is not None else list(IMAGENET_MEAN if imagenet else (0.5,) * channels)
+    std = list(std) if std is not None else list(IMAGENET_STD if imagenet else (0.5,) * channels)
+    size = list(input_size) if input_size is not None else [channels, 224, 224]
+    if len(size) != 3 or size[0] != channels or min(size) < 1:
+        raise SpecError(f"input_size {tuple(size)} must be ({channels}, H, W) for this {channels}-channel spec.")
+    if len(mean) != channels or len(std) != channels:
+        raise SpecError(
+            f"mean and std need {channels} values each (one per input channel), got {len(mean)} and {len(std)}."
+        )
+    if min(std) <= 0:
+        raise SpecError(f"std {tuple(std)} must be positive; pass the dataset's per-channel standard deviation.")
+    return [float(v) for v in mean], [float(v) for v in std], [int(v) for v in size]
+
+
+def _timm_config(
+    spec: ArchSpec, architecture: str, model_args: dict[str, Any], mean: list, std: list, input_size: list
+) -> dict[str, Any]:
+    """config.json as timm.models.save_for_hf writes it, pinned to what resnas knows about these weights."""
+    return {
+        "architecture": architecture,
+        "num_classes": spec.head.num_classes,
+        "num_features": spec.num_features,
+        "global_pool": "avg",
+        "model_args": model_args,
+        "pretrained_cfg": {
+            "num_classes": spec.head.num_classes,
+            "input_size": input_size,
+            "mean": mean,
+            "std": std,
+            "crop_pct": 1.0,  # resnas evaluates on the resized image, no centre crop
+            "interpolation": "bilinear",
+            "first_conv": "conv1",
+            "classifier": "fc",
+            "fixed_input_size": False,
+            "custom_load": False,
+        },
+    }
+
+
+def _check_replaceable(out_dir: Path) -> None:
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise ExportError(f"{out_dir} is a file; pass a folder path for the export.")
+    others = sorted(p.name for p in out_dir.iterdir() if p.name not in EXPORT_FILES)
+    if others:
+        raise ExportError(
+            f"{out_dir} holds files that are not an export (e.g. {others[0]}); pass a new or empty folder."
+        )
+
+
+def _swap_into_place(staging: Path, out_dir: Path) -> None:
+    """Rename the finished folder to out_dir; an earlier export is moved aside first and restored on failure."""
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    previous = staging.with_name(staging.name.replace(".partial-", ".previous-"))
+    out_dir.rename(previous)
+    try:
+        staging.rename(out_dir)
+    except BaseException:
+        previous.rename(out_dir)
+        raise
+    shutil.rmtree(previous, ignore_errors=True)
+
+
+__all__ = [
+    "ENTRY_POINT",
+    "ExportError",
+    "check_weights",
+    "expected_weights",
+    "export_to_timm",
+    "load_exported",
+    "plain_timm_resnet",
+    "timm_architecture",
+    "weights_mismatch",
+]

@@ -203,6 +203,10 @@ class ArchSpec:
     def from_dict(cls, data: dict[str, Any]) -> "ArchSpec":
         if not isinstance(data, dict):
             raise SpecError(f"an ArchSpec must be a JSON object, got {type(data).__name__}.")
+        top_level = set(cls.__dataclass_fields__)
+        unknown = sorted(set(data) - top_level)
+        if unknown:
+            raise SpecError(f"ArchSpec: unknown key {unknown[0]!r}; valid keys are {', '.join(sorted(top_level))}.")
         try:
             return cls(
                 stem=_build(StemSpec, data["stem"], "stem"),

@@ -1,6 +1,7 @@
 """`resnas`: validate, create (launch through nnictl on 127.0.0.1), quickstart, export.
 
-Each subcommand is (add_arguments, run) in COMMANDS; errors a user can cause print one line and exit 2.
+Each subcommand is a Command(add_arguments, run, help) in the COMMANDS registry; other modules add theirs
+with register_command (export lives in cli_export.py). Errors a user can cause print one line and exit 2.
 """
 
 from __future__ import annotations
@@ -9,7 +10,9 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
+
+from . import cli_export
 
 USER_ERROR = 2
 QUICKSTART_CONFIG = Path(__file__).resolve().parents[1] / "nni_configs" / "quickstart.yml"
@@ -65,7 +68,8 @@ def run_experiment(config: Path, port: int, bind_host: str, wait: bool, timeout:
         if best.get("architecture"):
             print(f"architecture: {json.dumps(best['architecture'])}")
         if summary["export_dir"]:
-            print(f"timm folder: {summary['export_dir']}  (timm.create_model('local-dir:{summary['export_dir']}', pretrained=True))")
+            folder = summary["export_dir"]
+            print(f"timm folder: {folder}  (timm.create_model('local-dir:{folder}', pretrained=True))")
     line = {key: summary[key] for key in ("experiment", "status", "best", "export_dir", "dashboard")}
     line["trials"] = [{"id": t["id"], "status": t["status"]} for t in summary["trials"]]
     print(json.dumps(line))
@@ -84,61 +88,33 @@ def _quickstart(args: argparse.Namespace) -> int:
     return run_experiment(QUICKSTART_CONFIG, args.port, "127.0.0.1", wait=True, timeout=1800, keep=False)
 
 
-def _export_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--spec", type=Path, required=True, help="an ArchSpec JSON (arch.json of a trial)")
-    parser.add_argument("--weights", type=Path, help="a resnas checkpoint or a .safetensors state dict")
-    parser.add_argument("--out", type=Path, required=True, help="the timm folder to write")
-    parser.add_argument("--input-size", type=int, nargs=3, metavar=("C", "H", "W"))
-    parser.add_argument("--mean", type=float, nargs="+")
-    parser.add_argument("--std", type=float, nargs="+")
+class Command(NamedTuple):
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    help: str
 
 
-def _export(args: argparse.Namespace) -> int:
-    from search_spaces import ArchSpec, build_model, export_to_timm
-
-    if not args.spec.is_file():
-        raise UserError(f"{args.spec} does not exist; pass the arch.json a trial wrote.")
-    spec = ArchSpec.from_json(args.spec.read_text())
-    model = build_model(spec)
-    if args.weights is not None:
-        state_dict = _read_weights(args.weights)
-        try:
-            model.load_state_dict(state_dict, strict=True)
-        except RuntimeError as error:
-            first = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
-            raise UserError(
-                f"{args.weights} does not match {args.spec} ({first}); pass the spec it was trained with."
-            ) from None
-    folder = export_to_timm(
-        spec, model, args.out, mean=tuple(args.mean) if args.mean else None,
-        std=tuple(args.std) if args.std else None, input_size=tuple(args.input_size) if args.input_size else None,
-    )
-    print(f"wrote {folder}; load it with timm.create_model('local-dir:{folder}', pretrained=True)")
-    return 0
+COMMANDS: dict[str, Command] = {}
 
 
-def _read_weights(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError(f"{path} does not exist; pass a checkpoint written by resnas or a .safetensors file.")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as error:  # noqa: BLE001
-            raise UserError(f"{path} is not a readable safetensors file ({error}).") from None
-    from trainers.checkpoint import load_checkpoint
-
-    return load_checkpoint(path)["state_dict"]
+def register_command(
+    name: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+    help: str,
+) -> None:
+    """Add a subcommand; `run` returns the exit code and raises UserError (or a known error) for user mistakes."""
+    if name in COMMANDS:
+        raise ValueError(f"resnas subcommand {name!r} is already registered; pick another name.")
+    COMMANDS[name] = Command(add_arguments, run, help)
 
 
-Command = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]
-COMMANDS: dict[str, Command] = {
-    "validate": (_validate_arguments, _validate, "check an nnictl YAML and its trial settings; launch nothing"),
-    "create": (_create_arguments, _create, "launch an experiment (dashboard on 127.0.0.1)"),
-    "quickstart": (_quickstart_arguments, _quickstart, "run nni_configs/quickstart.yml end to end"),
-    "export": (_export_arguments, _export, "write a timm folder from an ArchSpec and weights"),
-}
+register_command(
+    "validate", _validate_arguments, _validate, "check an nnictl YAML and its trial settings; launch nothing"
+)
+register_command("create", _create_arguments, _create, "launch an experiment (dashboard on 127.0.0.1)")
+register_command("quickstart", _quickstart_arguments, _quickstart, "run nni_configs/quickstart.yml end to end")
+register_command("export", cli_export.add_arguments, cli_export.run, cli_export.HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from search_spaces import SpecError
+    from search_spaces import ExportError, SpecError
     from trainers import CheckpointError, DataError
 
     from .experiment_config import ConfigError
@@ -161,10 +137,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.run(args)
-    except (UserError, ConfigError, LaunchError, SpecError, CheckpointError, DataError) as error:
-        print(f"resnas {args.command}: {error}", file=sys.stderr)
+    except (UserError, ConfigError, LaunchError, SpecError, ExportError, CheckpointError, DataError) as error:
+        message = " ".join(str(error).split())  # one line, whatever the exception text held
+        print(f"resnas {args.command}: {message}", file=sys.stderr)
         return USER_ERROR
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the package's copy, not __main__'s: subcommand modules raise strategies.cli.UserError, and
+    # `python -m strategies.cli` would otherwise hold a second, different UserError class.
+    from strategies.cli import main as package_main
+
+    sys.exit(package_main())

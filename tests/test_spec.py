@@ -126,6 +126,13 @@ def test_unknown_key_in_json_names_the_valid_keys():
         ArchSpec.from_dict(data)
 
 
+def test_unknown_top_level_key_is_refused():
+    data = json.loads(resnet_spec(18).to_json())
+    data["stemm"] = data.pop("stem")
+    with pytest.raises(SpecError, match="unknown key 'stemm'.*stem"):
+        ArchSpec.from_dict(data)
+
+
 def test_unsupported_version_is_refused():
     data = json.loads(resnet_spec(18).to_json())
     data["version"] = 99

@@ -1,0 +1,106 @@
+"""The `resnas_net` timm entry point: any ArchSpec as a timm model, registered when `search_spaces` is imported.
+
+    timm.create_model('resnas_net', arch_spec=spec_dict)                         # fresh weights
+    timm.create_model('local-dir:EXPORT', pretrained=True)                        # an exported folder
+    timm.create_model('local-dir:EXPORT', pretrained=True, num_classes=3)         # new head, rest loaded
+    timm.create_model('local-dir:EXPORT', pretrained=True, features_only=True)    # stem + every stage
+
+Built through timm's `build_model_with_cfg`, so pretrained loading, classifier replacement, input-channel
+adaptation and the feature wrappers are timm's own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, register_model
+
+from .builder import ResNasNet
+from .spec import ArchSpec
+
+ENTRY_POINT = "resnas_net"
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# timm's train/validate scripts pass these; anything else resnas cannot honour is an error, not ignored.
+_ACCEPTED = ("drop_rate", "global_pool", "device", "dtype")
+
+
+def resolve_arch_spec(arch_spec: ArchSpec | dict[str, Any] | str) -> ArchSpec:
+    """An ArchSpec from an ArchSpec, its dict (what config.json holds) or its JSON text."""
+    if isinstance(arch_spec, ArchSpec):
+        return arch_spec
+    if isinstance(arch_spec, str):
+        return ArchSpec.from_json(arch_spec)
+    return ArchSpec.from_dict(arch_spec)
+
+
+def _build_resnas_net(
+    arch_spec: ArchSpec | dict[str, Any] | str,
+    num_classes: int | None = None,
+    in_chans: int | None = None,
+    **kwargs: Any,
+) -> ResNasNet:
+    """timm's `model_cls`: the spec, with timm's num_classes / in_chans / drop_rate taking precedence."""
+    unknown = sorted(set(kwargs) - set(_ACCEPTED))
+    if unknown:
+        raise TypeError(
+            f"resnas_net does not support {', '.join(unknown)}; it accepts num_classes, in_chans, "
+            f"{', '.join(_ACCEPTED)}, features_only and out_indices."
+        )
+    if kwargs.get("global_pool", "avg") != "avg":
+        raise ValueError(f"resnas_net pools by average only; drop global_pool={kwargs['global_pool']!r}.")
+    spec = resolve_arch_spec(arch_spec)
+    if in_chans is not None and in_chans != spec.in_channels:
+        spec = replace(spec, in_channels=in_chans)
+    head = spec.head
+    if kwargs.get("drop_rate") is not None:
+        head = replace(head, dropout=float(kwargs["drop_rate"]))
+    # num_classes=0 is timm's idiom for "pooled features, no classifier": build a head, then remove it.
+    if num_classes is not None and num_classes > 0:
+        head = replace(head, num_classes=num_classes)
+    spec = replace(spec, head=head)  # replace() re-validates through ArchSpec.__post_init__
+    model = ResNasNet(spec)
+    if num_classes == 0:
+        model.reset_classifier(0)
+    if kwargs.get("device") is not None or kwargs.get("dtype") is not None:
+        model = model.to(device=kwargs.get("device"), dtype=kwargs.get("dtype"))
+    return model
+
+
+# register_model reads this module's `default_cfgs`; per-export values (mean, std, input size, classes)
+# come from the exported config.json and replace these.
+default_cfgs = generate_default_cfgs(
+    {
+        ENTRY_POINT: {
+            "url": "",
+            "num_classes": 1000,
+            "input_size": (3, 224, 224),
+            "mean": IMAGENET_MEAN,
+            "std": IMAGENET_STD,
+            "crop_pct": 1.0,
+            "interpolation": "bilinear",
+            "first_conv": "conv1",
+            "classifier": "fc",
+        }
+    }
+)
+
+
+def resnas_net(pretrained: bool = False, **kwargs: Any) -> ResNasNet:
+    """A ResNet-family network described by an ArchSpec (`arch_spec=`: ArchSpec, its dict or JSON)."""
+    if "arch_spec" not in kwargs:
+        raise TypeError("resnas_net needs arch_spec=<ArchSpec dict>; or load an exported folder with 'local-dir:DIR'.")
+    spec = resolve_arch_spec(kwargs["arch_spec"])
+    # timm's default feature indices are (0..4), five maps; a searched net has one per stage plus the stem.
+    feature_cfg = dict(flatten_sequential=False, out_indices=tuple(range(len(spec.stages) + 1)))
+    return build_model_with_cfg(_build_resnas_net, ENTRY_POINT, pretrained, feature_cfg=feature_cfg, **kwargs)
+
+
+def register_resnas_net() -> None:
+    """Register the entry point with timm once; importing or reloading resnas again is a no-op."""
+    if not is_model(ENTRY_POINT):
+        register_model(resnas_net)
+
+
+register_resnas_net()
+
