@@ -118,11 +118,27 @@ class ProxylessSearch:
                 loss = loss + self.config.flops_penalty * expected_gflops(self.bank, self.candidate_flops)
             self.arch_optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            before = self._evaluated_log_mass() if self.config.gradient_estimator == "two_path" else None
             self.arch_optimizer.step()
+            if before is not None:
+                self._keep_unsampled_mass(before)
         finally:
             for parameter in self.weights:
                 parameter.requires_grad_(True)
         return loss.detach()
+
+    @torch.no_grad()
+    def _evaluated_log_mass(self) -> dict[str, torch.Tensor]:
+        return {label: torch.logsumexp(self.bank.alpha[label][indices], 0) for label, indices in self.bank.evaluated.items()}
+
+    @torch.no_grad()
+    def _keep_unsampled_mass(self, before: dict[str, torch.Tensor]) -> None:
+        """Official ProxylessNAS two-path update: shift the two updated alphas so that their joint softmax mass,
+        and so every unsampled candidate's probability, is what it was before the step."""
+        for label, indices in self.bank.evaluated.items():
+            if len(indices) < len(self.bank.alpha[label]):
+                alpha = self.bank.alpha[label]
+                alpha[indices] -= torch.logsumexp(alpha[indices], 0) - before[label]
 
     @torch.no_grad()
     def evaluate(self, loader: Iterable, limit_batches: int | None = None) -> dict[str, float]:

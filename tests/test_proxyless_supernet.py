@@ -191,3 +191,16 @@ def test_corrupt_supernet_checkpoint_is_one_clear_error(tmp_path):
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable resnas supernet checkpoint"):
         tiny_search().load(path)
+
+
+def test_two_path_update_leaves_the_unsampled_candidates_probability_unchanged():
+    search = tiny_search(arch_lr=0.5)
+    with torch.no_grad():
+        search.bank.alpha["layer4_0_act"].copy_(torch.tensor([0.3, -0.2, 0.5]))
+    before = search.gate_probabilities()["layer4_0_act"]
+    search.arch_step(torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,)))
+    evaluated = search.bank.evaluated["layer4_0_act"]
+    (unsampled,) = set(range(3)) - set(evaluated)
+    after = search.gate_probabilities()["layer4_0_act"]
+    assert after[unsampled] == pytest.approx(before[unsampled], abs=1e-6)
+    assert after != pytest.approx(before, abs=1e-6)  # the sampled pair did move
