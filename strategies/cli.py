@@ -1,4 +1,4 @@
-"""`resnas`: validate, create (launch through nnictl on 127.0.0.1), quickstart, export.
+"""`resnas`: validate, create / resume (through nnictl, on 127.0.0.1), quickstart, export, plot.
 
 Each subcommand is a Command(add_arguments, run, help) in the COMMANDS registry; other modules add theirs
 with register_command (export lives in cli_export.py). Errors a user can cause print one line and exit 2.
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from . import cli_export
+from . import cli_export, cli_plot
 
 USER_ERROR = 2
 QUICKSTART_CONFIG = Path(__file__).resolve().parents[1] / "nni_configs" / "quickstart.yml"
@@ -36,6 +36,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _create_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, required=True, help="an nnictl YAML under nni_configs/")
+    _follow_arguments(parser)
+
+
+def _follow_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8080, help="dashboard port (a free one is used if taken)")
     parser.add_argument(
         "--bind-host", default="127.0.0.1",
@@ -47,11 +51,17 @@ def _create_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_experiment(config: Path, port: int, bind_host: str, wait: bool, timeout: float | None, keep: bool) -> int:
-    from .launcher import create_experiment, experiment_summary, stop_experiment, wait_for_experiment
+    from .launcher import create_experiment
 
-    handle = create_experiment(config, port=port, bind_host=bind_host)
+    return follow_experiment(create_experiment(config, port=port, bind_host=bind_host), wait, timeout, keep)
+
+
+def follow_experiment(handle, wait: bool, timeout: float | None, keep: bool) -> int:
+    """Print where the dashboard is; with `wait`, block until the search ends and print its JSON line."""
+    from .launcher import experiment_summary, stop_experiment, wait_for_experiment
+
     print(f"experiment {handle.id} started; dashboard: {handle.url}", flush=True)
-    if bind_host == "127.0.0.1":
+    if handle.bind_host == "127.0.0.1":
         print(f"from another machine: ssh -L {handle.port}:127.0.0.1:{handle.port} <this host>, then open {handle.url}")
     if not wait:
         print(f"follow it there, or `nnictl stop {handle.id}` to end it.")
@@ -73,11 +83,25 @@ def run_experiment(config: Path, port: int, bind_host: str, wait: bool, timeout:
     line = {key: summary[key] for key in ("experiment", "status", "best", "export_dir", "dashboard")}
     line["trials"] = [{"id": t["id"], "status": t["status"]} for t in summary["trials"]]
     print(json.dumps(line))
-    return 0 if summary["status"] in ("DONE", "NO_MORE_TRIAL") and summary["best"] is not None else 1
+    return 0 if summary["status"] in ("DONE", "NO_MORE_TRIAL", "TUNER_NO_MORE_TRIAL") and summary["best"] else 1
 
 
 def _create(args: argparse.Namespace) -> int:
     return run_experiment(args.config, args.port, args.bind_host, args.wait, args.timeout, args.keep)
+
+
+def _resume_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("experiment", help="the experiment ID (as `resnas create` printed it)")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="the experiment's folder, when its experimentWorkingDirectory is not ~/nni-experiments")
+    _follow_arguments(parser)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from .launcher import resume_experiment
+
+    handle = resume_experiment(args.experiment, args.dir, port=args.port, bind_host=args.bind_host)
+    return follow_experiment(handle, args.wait, args.timeout, args.keep)
 
 
 def _quickstart_arguments(parser: argparse.ArgumentParser) -> None:
@@ -113,8 +137,10 @@ register_command(
     "validate", _validate_arguments, _validate, "check an nnictl YAML and its trial settings; launch nothing"
 )
 register_command("create", _create_arguments, _create, "launch an experiment (dashboard on 127.0.0.1)")
+register_command("resume", _resume_arguments, _resume, "resume a stopped or killed experiment (dashboard on 127.0.0.1)")
 register_command("quickstart", _quickstart_arguments, _quickstart, "run nni_configs/quickstart.yml end to end")
 register_command("export", cli_export.add_arguments, cli_export.run, cli_export.HELP)
+register_command("plot", cli_plot.add_arguments, cli_plot.run, cli_plot.HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:

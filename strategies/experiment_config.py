@@ -30,10 +30,16 @@ def register_class_args_validator(class_name: str, validator: Callable[[dict], A
 
 
 def _register_resnas_tuners() -> None:
+    from .hill_climbing_tuner import HillClimbingTuner, parse_hill_climbing_args
+    from .layer_pruning_tuner import LayerPruningTuner, parse_layer_pruning_args
     from .proxyless_tuner import ProxylessTuner, parse_tuner_args
 
-    name = f"{ProxylessTuner.__module__}.{ProxylessTuner.__name__}"
-    CLASS_ARGS_VALIDATORS.setdefault(name, parse_tuner_args)
+    for tuner, parser in (
+        (ProxylessTuner, parse_tuner_args),
+        (HillClimbingTuner, parse_hill_climbing_args),
+        (LayerPruningTuner, parse_layer_pruning_args),
+    ):
+        CLASS_ARGS_VALIDATORS.setdefault(f"{tuner.__module__}.{tuner.__name__}", parser)
 
 
 def _camel(name: str) -> str:

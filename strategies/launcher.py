@@ -80,25 +80,44 @@ def rest(port: int, route: str, timeout: float = 10.0) -> Any:
         return json.loads(response.read().decode() or "null")
 
 
+def _start_manager(command: list[str], bind_host: str) -> None:
+    result = subprocess.run(command, env=manager_environment(bind_host), capture_output=True, text=True, timeout=180)
+    if result.returncode != 0:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise LaunchError(f"nnictl {command[1]} failed ({tail[0]}); run it by hand to see the full log.")
+
+
+def _await_manager(port: int) -> str:
+    """The experiment ID, once the manager answers on its port."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return rest(port, "experiment")["id"]
+        except (urllib.error.URLError, OSError, KeyError, TypeError):
+            if time.monotonic() > deadline:
+                raise LaunchError(f"the NNI manager did not answer on port {port}; see `nnictl log stderr`.") from None
+            time.sleep(1)
+
+
 def create_experiment(config_path: str | Path, port: int = 8080, bind_host: str = "127.0.0.1") -> ExperimentHandle:
     """Validate, then start the experiment; returns once the manager answers on its port."""
     config_path = Path(config_path)
     load_experiment_config(config_path)  # raises ConfigError before anything starts
     port = free_port(port)
-    command = [_nnictl(), "create", "--config", str(config_path), "--port", str(port)]
-    result = subprocess.run(command, env=manager_environment(bind_host), capture_output=True, text=True, timeout=180)
-    if result.returncode != 0:
-        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-        raise LaunchError(f"nnictl create failed ({tail[0]}); run it by hand to see the full log.")
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            experiment_id = rest(port, "experiment")["id"]
-            return ExperimentHandle(experiment_id, port, bind_host, config_path)
-        except (urllib.error.URLError, OSError, KeyError, TypeError):
-            if time.monotonic() > deadline:
-                raise LaunchError(f"the NNI manager did not answer on port {port}; see `nnictl log stderr`.") from None
-            time.sleep(1)
+    _start_manager([_nnictl(), "create", "--config", str(config_path), "--port", str(port)], bind_host)
+    return ExperimentHandle(_await_manager(port), port, bind_host, config_path)
+
+
+def resume_experiment(
+    experiment_id: str, experiment_dir: str | Path | None = None, port: int = 8080, bind_host: str = "127.0.0.1"
+) -> ExperimentHandle:
+    """`nnictl resume` with the same 127.0.0.1 binding; resnas tuners continue from their state file."""
+    port = free_port(port)
+    command = [_nnictl(), "resume", experiment_id, "--port", str(port)]
+    if experiment_dir is not None:
+        command += ["--experiment_dir", str(Path(experiment_dir).expanduser())]
+    _start_manager(command, bind_host)
+    return ExperimentHandle(_await_manager(port), port, bind_host, Path(experiment_dir or "."))
 
 
 def trial_jobs(handle: ExperimentHandle) -> list[dict]:
@@ -109,15 +128,36 @@ def experiment_status(handle: ExperimentHandle) -> str:
     return rest(handle.port, "check-status")["status"]
 
 
+def experiment_dir(handle: ExperimentHandle) -> Path:
+    """The experiment's folder (experimentWorkingDirectory/ID), where NNI keeps logs, trials and checkpoints."""
+    params = (rest(handle.port, "experiment") or {}).get("params") or {}
+    return Path(params.get("experimentWorkingDirectory") or "~/nni-experiments").expanduser() / handle.id
+
+
+def tuner_state(handle: ExperimentHandle) -> dict[str, Any] | None:
+    """A resnas multi-trial tuner's state file, or None for tuners without one (ProxylessTuner)."""
+    from .multi_trial import STATE_FILE, load_state
+
+    return load_state(experiment_dir(handle) / "checkpoint" / STATE_FILE)
+
+
 def wait_for_experiment(handle: ExperimentHandle, poll_seconds: float = 3.0, timeout: float | None = None) -> str:
-    """Block until the experiment is done (or has no more trials and none is running)."""
+    """Block until the experiment is done (or has no more trials and none is running).
+
+    A multi-trial tuner says "no more trials" whenever it waits for a step's trials, so between two steps
+    every trial has ended for a moment; for those tuners the search is over only when their state says so.
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         status = experiment_status(handle)
         trials = trial_jobs(handle)
         all_ended = trials and all(trial["status"] in FINAL_TRIAL_STATES for trial in trials)
-        if status in FINAL_EXPERIMENT_STATES or ("NO_MORE_TRIAL" in status and all_ended):
+        if status in FINAL_EXPERIMENT_STATES:
             return status
+        if "NO_MORE_TRIAL" in status and all_ended:
+            state = tuner_state(handle)
+            if state is None or state.get("finished"):
+                return status
         if deadline is not None and time.monotonic() > deadline:
             raise LaunchError(f"experiment {handle.id} still {status} after {timeout:.0f} s; see {handle.url}.")
         time.sleep(poll_seconds)
@@ -158,6 +198,9 @@ def experiment_summary(handle: ExperimentHandle, status: str | None = None) -> d
         )
     scored = [t for t in trials if t["status"] == "SUCCEEDED" and _score(t["final"]) is not None]
     best = max(scored, key=lambda t: _score(t["final"]))["final"] if scored else None
+    state = tuner_state(handle)
+    if state is not None:  # a multi-trial search: its result is the final job's, not the best-scoring child's
+        best = state.get("summary")
     return {
         "experiment": handle.id,
         "status": status or experiment_status(handle),
@@ -199,6 +242,7 @@ __all__ = [
     "ExperimentHandle",
     "LaunchError",
     "create_experiment",
+    "resume_experiment",
     "experiment_summary",
     "listening_hosts",
     "stop_experiment",

@@ -6,6 +6,7 @@ Reporter instead of importing nni themselves, so the same runner works in a note
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -49,20 +50,25 @@ class PrintReporter:
 Runner = Callable[[dict[str, Any], Path, Reporter], dict[str, Any]]
 
 
-def _runners() -> dict[str, Runner]:
-    # Imported lazily so that a trial only loads the method it runs.
-    from .proxyless_trial import run_proxyless_trial
+# method -> (module, function); imported on use so that a trial only loads the method it runs.
+RUNNERS: dict[str, tuple[str, str]] = {
+    "proxyless": ("strategies.proxyless_trial", "run_proxyless_trial"),
+    "hill_climbing": ("strategies.hill_climbing_trial", "run_hill_climbing_trial"),
+    "layer_pruning": ("strategies.layer_pruning_trial", "run_layer_pruning_trial"),
+}
 
-    return {"proxyless": run_proxyless_trial}
+
+def _runner(method: Any) -> Runner:
+    if method not in RUNNERS:
+        raise ValueError(f"trial parameters name method {method!r}; this resnas runs {', '.join(RUNNERS)}.")
+    module, function = RUNNERS[method]
+    return getattr(importlib.import_module(module), function)
 
 
 def run_trial(parameters: dict[str, Any], output_dir: Path, reporter: Reporter) -> dict[str, Any]:
-    runners = _runners()
-    method = parameters.get("method")
-    if method not in runners:
-        raise ValueError(f"trial parameters name method {method!r}; this resnas runs {', '.join(runners)}.")
+    runner = _runner(parameters.get("method"))
     output_dir.mkdir(parents=True, exist_ok=True)
-    return runners[method](parameters, output_dir, reporter)
+    return runner(parameters, output_dir, reporter)
 
 
 def main() -> int:

@@ -1,0 +1,52 @@
+"""Settings of a NASH hill-climbing search (Elsken et al.); defaults are the paper's CIFAR-10 run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from .job_trial import DataSettings
+from .settings import SettingsError, require_choice
+
+START_NETS = ("nash",)  # or a path to an ArchSpec JSON file
+
+
+@dataclass(frozen=True)
+class HillClimbingSettings(DataSettings):
+    dataset: str = "cifar10"
+    augment: str = "default"  # CIFAR: random crops + flips, the scheme of Loshchilov & Hutter the paper uses
+    batch_size: int = 128
+    # The start net: "nash" = conv-maxpool-conv-maxpool-conv-fc with `start_widths`, or an ArchSpec JSON path.
+    start: str = "nash"
+    start_widths: tuple[int, ...] = (64, 128, 256)
+    pretrain_epochs: int = 20  # the start net is pretrained ~20 epochs
+    n_steps: int = 5  # hill-climbing steps (the paper: 5 to 8)
+    n_neighbours: int = 8  # children per step
+    n_morphisms: int = 5  # morphisms applied to make one child
+    epochs_neighbour: int = 17  # SGDR epochs per child
+    epochs_final: int = 20  # the best net's final training
+    lr_start: float = 0.05  # SGDR: cosine from lr_start to lr_end, restarted for every child
+    lr_end: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    morphisms: tuple[str, ...] = ("deepen_conv", "deepen_residual", "widen", "add_skip", "enlarge_kernel")
+
+    def check(self, where: str) -> None:
+        super().check(where)
+        from search_spaces.morphism_ops import MORPHISM_OPS
+
+        for name in self.morphisms:
+            require_choice(name, MORPHISM_OPS, "morphism", where)
+        if not self.morphisms:
+            raise SettingsError(f"{where}: morphisms must name at least one of {', '.join(MORPHISM_OPS)}.")
+        for name in ("n_steps", "n_neighbours", "n_morphisms", "epochs_neighbour", "pretrain_epochs"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{where}: {name} must be at least 1, got {getattr(self, name)}.")
+        if self.epochs_final < 0:
+            raise SettingsError(f"{where}: epochs_final must be 0 or more, got {self.epochs_final}.")
+        if len(self.start_widths) != 3 or min(self.start_widths) < 1:
+            raise SettingsError(f"{where}: start_widths must be three positive widths, got {list(self.start_widths)}.")
+        if self.start not in START_NETS and not self.start.endswith(".json"):
+            raise SettingsError(f"{where}: start must be 'nash' or the path of an ArchSpec .json file, got {self.start!r}.")
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,188 @@
+"""What every multi-trial job (hill climbing, layer pruning) does the same way inside its trial.
+
+Data settings shared by their configs, the data module, training with per-epoch reports, the job folder
+(model.ckpt + arch.json + result.json, each written atomically) and idempotence: a job whose result.json
+exists reports it again and trains nothing, so a job re-issued after `nnictl resume` costs seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import torch
+from torch import nn
+
+from search_spaces import ArchSpec, build_model, export_to_timm, measure_cost
+from trainers import (
+    ClassificationDataModule,
+    FitResult,
+    OptimConfig,
+    dataset_info,
+    evaluate,
+    fit,
+    load_checkpoint,
+    make_datamodule,
+    save_checkpoint,
+)
+from trainers.atomic import atomic_write_text
+from trainers.system import ExtraLoss
+
+from .settings import SettingsError, require_choice
+
+logger = logging.getLogger(__name__)
+
+MODEL_FILE, SPEC_FILE, RESULT_FILE = "model.ckpt", "arch.json", "result.json"
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Where the data comes from and how batches are made; the same for every job of one search."""
+
+    dataset: str = "cifar10"
+    data_dir: str = "data"
+    image_size: int | None = None  # None: the dataset's native size
+    augment: Literal["default", "none", "crop", "shift", "resized_crop"] = "default"
+    batch_size: int = 64
+    val_fraction: float = 0.1  # search decisions use this held-out part of the training set
+    limit_train_batches: int | None = None  # smoke runs only
+    limit_val_batches: int | None = None
+    num_workers: int = 2
+    seed: int = 0
+
+    def check(self, where: str) -> None:
+        from trainers import DATASETS
+
+        require_choice(self.dataset, DATASETS, "dataset", where)
+        if self.batch_size < 1:
+            raise SettingsError(f"{where}: batch_size must be at least 1, got {self.batch_size}.")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise SettingsError(f"{where}: val_fraction must be between 0 and 1, got {self.val_fraction}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def data_fields(settings: Any) -> dict[str, Any]:
+    """The DataSettings part of a method's settings (which subclass DataSettings)."""
+    return {name: getattr(settings, name) for name in DataSettings.__dataclass_fields__}
+
+
+def input_size(data: DataSettings) -> tuple[int, int, int]:
+    info = dataset_info(data.dataset, data.data_dir)
+    size = data.image_size or info.image_size
+    return (info.in_channels, size, size)
+
+
+def make_job_datamodule(data: DataSettings) -> ClassificationDataModule:
+    datamodule = make_datamodule(
+        data.dataset,
+        data_dir=data.data_dir,
+        batch_size=data.batch_size,
+        val_fraction=data.val_fraction,
+        seed=data.seed,
+        image_size=input_size(data)[1],
+        augment=data.augment,
+        num_workers=data.num_workers,
+    )
+    datamodule.setup("fit")
+    return datamodule
+
+
+def accelerator() -> str:
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def train(
+    model: nn.Module,
+    datamodule: ClassificationDataModule,
+    data: DataSettings,
+    optim: OptimConfig,
+    epochs: int,
+    reporter,
+    *,
+    extra_losses: Sequence[ExtraLoss] = (),
+    report_extra: dict[str, Any] | None = None,
+) -> FitResult:
+    """fit() with every epoch's validation accuracy reported as `default` (the dashboard's curve)."""
+
+    def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
+        reporter.intermediate({"default": metrics.get("val_accuracy", float("nan")), "epoch": epoch,
+                               **{k: v for k, v in metrics.items() if k != "epoch"}, **(report_extra or {})})
+
+    return fit(
+        model,
+        datamodule,
+        optim,
+        epochs,
+        extra_losses=extra_losses,
+        on_epoch_end=on_epoch_end,
+        seed=data.seed,
+        accelerator=accelerator(),
+        limit_train_batches=data.limit_train_batches,
+        limit_val_batches=data.limit_val_batches,
+    )
+
+
+def sgdr_optim(lr_start: float, lr_end: float, momentum: float, weight_decay: float) -> OptimConfig:
+    """NASH's SGDR run: cosine annealing from lr_start to lr_end over the run's epochs, restarted per run."""
+    return OptimConfig(optimizer="sgd", lr=lr_start, lr_min=lr_end, momentum=momentum, nesterov=True,
+                       weight_decay=weight_decay, schedule="cosine")
+
+
+# ---- the job folder ---------------------------------------------------------------------------------------------
+def finished_result(out_dir: Path) -> dict[str, Any] | None:
+    path = out_dir / RESULT_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        logger.warning("%s is unreadable; running the job again", path)
+        return None
+
+
+def write_result(out_dir: Path, result: dict[str, Any]) -> None:
+    """Written last: its presence means the checkpoint beside it is complete."""
+    atomic_write_text(out_dir / RESULT_FILE, json.dumps(result, indent=1, sort_keys=True))
+
+
+def save_job_model(out_dir: Path, model: nn.Module, spec: ArchSpec, extra: dict[str, Any] | None = None) -> Path:
+    """model.ckpt with the spec inside, and arch.json beside it for tuners (which read JSON, not torch)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out_dir / MODEL_FILE, model.cpu(), arch_spec=spec, extra=extra)
+    atomic_write_text(out_dir / SPEC_FILE, spec.to_json())
+    return out_dir / MODEL_FILE
+
+
+def load_job_model(checkpoint: str | Path) -> tuple[ArchSpec, dict[str, torch.Tensor]]:
+    """The spec and weights of an earlier job's checkpoint (weights_only, no code unpickled)."""
+    payload = load_checkpoint(Path(checkpoint))
+    if payload.get("arch_spec") is None:
+        raise SettingsError(f"{checkpoint} carries no ArchSpec; write it with strategies.job_trial.save_job_model.")
+    return ArchSpec.from_json(payload["arch_spec"]), payload["state_dict"]
+
+
+def build_with_weights(spec: ArchSpec, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    model = build_model(spec)
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+def cost_facts(spec: ArchSpec, data: DataSettings) -> dict[str, int]:
+    cost = measure_cost(spec, input_size=input_size(data))
+    return {"params": cost.params, "flops": cost.flops, "macs": cost.macs}
+
+
+def test_and_export(model: nn.Module, spec: ArchSpec, datamodule: ClassificationDataModule, data: DataSettings,
+                    out_dir: Path) -> dict[str, Any]:
+    """Test-split accuracy and the timm folder of the final network."""
+    info = dataset_info(data.dataset, data.data_dir)
+    model.to(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    test = evaluate(model, datamodule, split="test")
+    export_dir = export_to_timm(spec, model.cpu(), out_dir / "timm_export", mean=info.mean, std=info.std,
+                                input_size=input_size(data))
+    return {"test_accuracy": test["accuracy"], "export_dir": str(export_dir)}

@@ -1,0 +1,160 @@
+"""The ResBuilder tuner's decisions, its state file and resume, driven with made-up trial results."""
+
+import json
+from pathlib import Path
+
+import nni
+import pytest
+import yaml
+
+from strategies.layer_pruning_tuner import LayerPruningTuner, parse_layer_pruning_args, step_edit
+from strategies.multi_trial import STATE_FILE
+from strategies.settings import SettingsError
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = yaml.safe_load((REPO / "nni_configs" / "layer_pruning_quick.yml").read_text())["tuner"]["classArgs"]
+
+
+def issue_all(tuner, first_id=0):
+    """Every job the tuner can issue now, as {key: params}."""
+    issued, parameter_id = {}, first_id
+    while True:
+        try:
+            params = tuner.generate_parameters(parameter_id)
+        except nni.NoMoreTrialError:
+            return issued
+        issued[params["job"]] = params
+        parameter_id += 1
+
+
+def fake_result(params, val_accuracy=0.5, flops=1e5):
+    return {"default": val_accuracy, "val_accuracy": val_accuracy, "flops": flops, "variant": params["kind"],
+            "step": params.get("step"), "depth": 3, "widest_first_stage": 16}
+
+
+def test_paper_defaults_and_typos():
+    settings = parse_layer_pruning_args(
+        yaml.safe_load((REPO / "nni_configs" / "layer_pruning.yml").read_text())["tuner"]["classArgs"])
+    assert (settings.n_insertions, settings.n_morphnet, settings.zeta) == (4, 7, 1e8)
+    assert (settings.lambda_morphnet, settings.lambda_lasso, settings.tau_lasso, settings.weight_decay) == (
+        1e-7, 1e-8, 1e-3, 1e-5)
+    with pytest.raises(SettingsError, match="did you mean 'zeta'"):
+        parse_layer_pruning_args({"zetta": 1e8})
+    with pytest.raises(SettingsError, match="rb0, rb_r18"):
+        parse_layer_pruning_args({"start": "resnet"})
+
+
+def test_routine_is_n_insertions_then_one_morphnet_step():
+    assert [step_edit(t, 2) for t in range(7)] == ["none", "insert", "insert", "morphnet", "insert", "insert", "morphnet"]
+    assert [step_edit(t, 0) for t in range(3)] == ["none", "morphnet", "morphnet"]
+
+
+def run_search(tuner, flops_of=lambda params: 1e5, accuracy_of=lambda params: 0.5):
+    """Answer every issued job until the tuner finishes; returns the keys in issue order."""
+    order, parameter_id = [], 0
+    while not tuner.state["finished"]:
+        issued = issue_all(tuner, parameter_id)
+        assert issued, "the tuner stalled: nothing running and nothing to issue"
+        parameter_id += len(issued)
+        for key, params in issued.items():
+            order.append(key)
+            tuner.receive_trial_result(0, params, fake_result(params, accuracy_of(params), flops_of(params)))
+    return order
+
+
+def test_with_reg_decides_the_next_step_and_no_reg_variants_run_beside_it(tmp_path):
+    tuner = LayerPruningTuner(state_dir=str(tmp_path), **QUICK)
+    first = issue_all(tuner)
+    assert list(first) == ["step0/with_reg"] and first["step0/with_reg"]["parent"] is None
+    tuner.receive_trial_result(0, first["step0/with_reg"], fake_result(first["step0/with_reg"]))
+    second = issue_all(tuner, 1)
+    assert set(second) == {"step0/no_reg_ri", "step0/no_reg_wi", "step1/with_reg"}
+    assert second["step1/with_reg"]["edit"] == "insert"
+    assert second["step1/with_reg"]["parent"].endswith("step0/with_reg/model.ckpt")
+    assert second["step0/no_reg_wi"]["source"] == second["step1/with_reg"]["parent"]
+
+
+def test_final_takes_the_best_no_reg_net_within_the_budget(tmp_path):
+    tuner = LayerPruningTuner(state_dir=str(tmp_path), **QUICK)
+    zeta = QUICK["zeta"]
+    # Bigger steps are more accurate but over budget until the last MorphNet step.
+    order = run_search(
+        tuner,
+        flops_of=lambda p: zeta * (2 if p.get("step", 0) in (4, 5) else 0.5),
+        accuracy_of=lambda p: 0.5 + 0.01 * p.get("step", 0) + (0.001 if p["kind"] == "no_reg_wi" else 0),
+    )
+    assert order[-1] == "final" and len(order) == 7 * 3 + 1  # steps 0..6, three variants each, one final
+    assert tuner.state["best"] == "step6/no_reg_wi"
+    final_params = tuner.jobs["final"]["params"]
+    assert final_params["source"].endswith("step6/no_reg_wi/model.ckpt")
+    tuner2 = LayerPruningTuner(state_dir=str(tmp_path / "other"), **QUICK)
+    run_search(tuner2, flops_of=lambda p: zeta * (0.5 if p.get("step") == 2 else 2), accuracy_of=lambda p: 0.9)
+    assert tuner2.state["best"].startswith("step2/")  # the only steps within budget
+    assert tuner.state["finished"] and tuner.state["error"] is None
+    assert tuner.state["summary"]["default"] == 0.5  # the final job's own result is the search's result
+    assert (tmp_path / "layer_pruning" / "fig5.png").is_file()
+
+
+def test_a_failed_with_reg_step_ends_the_pipeline_but_keeps_what_was_found(tmp_path):
+    tuner = LayerPruningTuner(state_dir=str(tmp_path), **QUICK)
+    step0 = issue_all(tuner)["step0/with_reg"]
+    tuner.receive_trial_result(0, step0, fake_result(step0))
+    issued = issue_all(tuner, 1)
+    ids = {key: 1 + index for index, key in enumerate(issued)}
+    tuner.trial_end(ids["step1/with_reg"], success=False)
+    for key in ("step0/no_reg_ri", "step0/no_reg_wi"):
+        tuner.receive_trial_result(ids[key], issued[key], fake_result(issued[key]))
+    assert list(issue_all(tuner, 10)) == ["final"]
+    assert tuner.state["stopped_at"] == 1
+
+
+def test_resume_continues_from_the_state_file_and_retrains_nothing_finished(tmp_path):
+    tuner = LayerPruningTuner(state_dir=str(tmp_path), **QUICK)
+    step0 = issue_all(tuner)["step0/with_reg"]
+    tuner.receive_trial_result(0, step0, fake_result(step0))
+    running = issue_all(tuner, 1)
+    tuner.receive_trial_result(1, running["step0/no_reg_ri"], fake_result(running["step0/no_reg_ri"]))
+    saved = json.loads((tmp_path / STATE_FILE).read_text())
+    assert saved["jobs"]["step0/no_reg_ri"]["status"] == "done"
+
+    # The manager dies; `nnictl resume` starts a new tuner and hands back the finished trials.
+    resumed = LayerPruningTuner(state_dir=str(tmp_path), **QUICK)
+    resumed.import_data([{"parameter": running["step0/no_reg_ri"], "value": json.dumps(fake_result(step0))}])
+    reissued = issue_all(resumed, 100)
+    assert set(reissued) == {"step0/no_reg_wi", "step1/with_reg"}  # unfinished ones only
+    assert reissued["step1/with_reg"] == running["step1/with_reg"]  # the same job, the same parameters
+
+
+def test_other_settings_start_a_new_search_instead_of_resuming(tmp_path):
+    tuner = LayerPruningTuner(state_dir=str(tmp_path), **QUICK)
+    step0 = issue_all(tuner)["step0/with_reg"]
+    tuner.receive_trial_result(0, step0, fake_result(step0))
+    changed = LayerPruningTuner(state_dir=str(tmp_path), **{**QUICK, "zeta": 1e6})
+    assert list(issue_all(changed)) == ["step0/with_reg"]
+
+
+def test_morphnet_only_ablation_has_no_insertion_steps(tmp_path):
+    tuner = LayerPruningTuner(state_dir=str(tmp_path), **{**QUICK, "morphnet_only": True})
+    order = run_search(tuner)
+    edits = [tuner.jobs[key]["params"]["edit"] for key in order if key.endswith("with_reg")]
+    assert edits == ["none", "morphnet", "morphnet"]
+
+
+def test_a_result_whose_parameters_nni_blanked_still_counts(tmp_path):
+    # NNI 3.0 replaces a trial's stored parameters with '' when a request asked for more trials than were issued.
+    tuner = LayerPruningTuner(state_dir=str(tmp_path), **QUICK)
+    step0 = issue_all(tuner)["step0/with_reg"]
+    tuner.receive_trial_result(0, "", fake_result(step0))
+    assert tuner.jobs["step0/with_reg"]["status"] == "done"
+
+
+def test_trial_slots_nni_offered_while_the_tuner_waited_are_used_when_jobs_become_ready(tmp_path):
+    # NNI requests as many trials as just ended and does not repeat a request the tuner could not fill.
+    sent = []
+    tuner = LayerPruningTuner(state_dir=str(tmp_path), **QUICK)
+    first = tuner.generate_multiple_parameters([0, 1, 2], st_callback=lambda pid, params: sent.append((pid, params)))
+    assert [params["job"] for params in first] == ["step0/with_reg"]
+    tuner.receive_trial_result(0, first[0], fake_result(first[0]))
+    # Three jobs became ready; two slots were on credit, so two start now and one waits for a trial to end.
+    assert [(pid, params["job"]) for pid, params in sent] == [(1, "step1/with_reg"), (2, "step0/no_reg_ri")]
+    assert [params["job"] for params in tuner.generate_multiple_parameters([3])] == ["step0/no_reg_wi"]

@@ -1,0 +1,121 @@
+"""NASH and ResBuilder through the real NNI manager on 127.0.0.1: `resnas create --wait`, a kill and
+`resnas resume`, the plots and the timm exports."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from strategies.launcher import listening_hosts, resume_experiment, stop_experiment, wait_for_experiment
+from strategies.multi_trial import STATE_FILE
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_DATA = {"image_size": 12, "limit_train_batches": 4, "batch_size": 64, "num_workers": 0}
+
+
+def shortened(tmp_path: Path, name: str, **changes) -> Path:
+    config = yaml.safe_load((REPO / "nni_configs" / name).read_text())
+    config["trialCodeDirectory"] = config["tuner"]["codeDirectory"] = str(REPO)
+    config["experimentWorkingDirectory"] = str(tmp_path / "nni-experiments")
+    config["tuner"]["classArgs"].update(TINY_DATA, **changes)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def resnas(*args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "strategies.cli", *args], capture_output=True, text=True,
+                          cwd=REPO, timeout=timeout)
+
+
+def json_line(result: subprocess.CompletedProcess) -> dict:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def loads_in_timm(export_dir: str, channels: int = 1, size: int = 12) -> list[int]:
+    code = (f"import search_spaces, timm, torch, json; m = timm.create_model('local-dir:{export_dir}', "
+            f"pretrained=True).eval(); print(json.dumps(list(m(torch.zeros(1, {channels}, {size}, {size})).shape)))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-2000:]
+    return json.loads(loaded.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.e2e
+def test_layer_pruning_quick_runs_on_the_real_manager_within_the_budget(tmp_path):
+    config = shortened(tmp_path, "layer_pruning_quick.yml", n_insertions=1, n_morphnet=1, epochs=1, variant_epochs=1,
+                       zeta=1.5e5)
+    line = json_line(resnas("create", "--config", str(config), "--port", "8791", "--wait", "--timeout", "800"))
+    best = line["best"]
+    assert line["status"] == "TUNER_NO_MORE_TRIAL" and line["dashboard"].startswith("http://127.0.0.1:")
+    assert len(line["trials"]) == 3 * 3 + 1 and all(t["status"] == "SUCCEEDED" for t in line["trials"])
+    assert best["flops"] <= best["zeta"] == 1.5e5 and best["variant"] in ("no_reg_ri", "no_reg_wi")
+    assert loads_in_timm(line["export_dir"]) == [1, 10]
+    work = tmp_path / "nni-experiments" / line["experiment"] / "checkpoint"
+    state = json.loads((work / STATE_FILE).read_text())
+    morphnet_step = state["jobs"]["step2/with_reg"]["result"]
+    assert morphnet_step["edit"] == "morphnet" and morphnet_step["flops"] <= 1.5e5
+    assert (work / "layer_pruning" / "fig5.png").is_file()
+    plotted = resnas("plot", line["experiment"], "--dir", str(tmp_path / "nni-experiments"),
+                     "--out", str(tmp_path / "again.png"))
+    assert plotted.returncode == 0 and (tmp_path / "again.png").is_file()
+
+
+def _state(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+@pytest.mark.e2e
+def test_hill_climbing_survives_a_killed_manager_and_retrains_no_finished_child(tmp_path):
+    config = shortened(tmp_path, "hill_climbing_quick.yml", start_widths=[4, 8, 8], pretrain_epochs=1, n_steps=2,
+                       n_neighbours=3, n_morphisms=2, epochs_neighbour=2, epochs_final=1)
+    created = subprocess.Popen([sys.executable, "-m", "strategies.cli", "create", "--config", str(config),
+                                "--port", "8795", "--keep"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    first_line = created.stdout.readline()
+    created.wait(timeout=300)
+    experiment_id = first_line.split()[1]
+    experiment_dir = tmp_path / "nni-experiments" / experiment_id
+    state_path = experiment_dir / "checkpoint" / STATE_FILE
+
+    # Kill the manager (SIGKILL, no goodbye) once some child of step 1 has finished.
+    deadline = time.monotonic() + 600
+    while True:
+        jobs = _state(state_path).get("jobs", {})
+        done = [key for key, job in jobs.items() if key.startswith("step1/") and job["status"] == "done"]
+        if done:
+            break
+        assert time.monotonic() < deadline, "no child finished in time"
+        time.sleep(1)
+    registry = json.loads((Path.home() / "nni-experiments" / ".experiment").read_text())
+    os.kill(registry[experiment_id]["pid"], signal.SIGKILL)
+    port = registry[experiment_id]["port"]
+    while listening_hosts(port):
+        time.sleep(0.5)
+    finished_before = {key: (experiment_dir / "checkpoint" / "hill_climbing" / key / "model.ckpt").stat().st_mtime_ns
+                       for key, job in _state(state_path)["jobs"].items() if job["status"] == "done"}
+    time.sleep(5)  # children orphaned by the kill may still finish; they are neither lost nor retrained
+
+    handle = resume_experiment(experiment_id, experiment_dir, port=8796)
+    try:
+        assert listening_hosts(handle.port) == {"127.0.0.1"}
+        wait_for_experiment(handle, poll_seconds=2, timeout=900)
+    finally:
+        stop_experiment(handle)
+    state = _state(state_path)
+    assert state["finished"] and state["error"] is None and state["summary"]["export_dir"]
+    for key, mtime in finished_before.items():
+        assert (experiment_dir / "checkpoint" / "hill_climbing" / key / "model.ckpt").stat().st_mtime_ns == mtime, key
+    assert [entry["step"] for entry in state["lineage"]] == [0, 1, 2]
+    summary = state["summary"]
+    assert summary["start_default"] is not None and "val_accuracy" in summary
+    assert loads_in_timm(summary["export_dir"]) == [1, 10]
+    assert (experiment_dir / "checkpoint" / "hill_climbing" / "lineage.png").is_file()
