@@ -93,7 +93,7 @@ def _create(args: argparse.Namespace) -> int:
 def _resume_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("experiment", help="the experiment ID (as `resnas create` printed it)")
     parser.add_argument("--dir", type=Path, default=None,
-                        help="the experiment's folder, when its experimentWorkingDirectory is not ~/nni-experiments")
+                        help="the config's experimentWorkingDirectory (the folder holding ID/), if not the default")
     _follow_arguments(parser)
 
 

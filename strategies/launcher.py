@@ -109,15 +109,19 @@ def create_experiment(config_path: str | Path, port: int = 8080, bind_host: str 
 
 
 def resume_experiment(
-    experiment_id: str, experiment_dir: str | Path | None = None, port: int = 8080, bind_host: str = "127.0.0.1"
+    experiment_id: str, working_dir: str | Path | None = None, port: int = 8080, bind_host: str = "127.0.0.1"
 ) -> ExperimentHandle:
-    """`nnictl resume` with the same 127.0.0.1 binding; resnas tuners continue from their state file."""
+    """`nnictl resume` with the same 127.0.0.1 binding; resnas tuners continue from their state file.
+
+    working_dir is the config's experimentWorkingDirectory (the folder holding ID/); by default nnictl looks
+    the experiment up in its registry.
+    """
     port = free_port(port)
     command = [_nnictl(), "resume", experiment_id, "--port", str(port)]
-    if experiment_dir is not None:
-        command += ["--experiment_dir", str(Path(experiment_dir).expanduser())]
+    if working_dir is not None:  # NNI 3.0 reads it as the folder that holds ID/, whatever its --help says
+        command += ["--experiment_dir", str(Path(working_dir).expanduser())]
     _start_manager(command, bind_host)
-    return ExperimentHandle(_await_manager(port), port, bind_host, Path(experiment_dir or "."))
+    return ExperimentHandle(_await_manager(port), port, bind_host, Path(working_dir or ".") / experiment_id)
 
 
 def trial_jobs(handle: ExperimentHandle) -> list[dict]:

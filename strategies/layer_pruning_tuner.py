@@ -63,6 +63,10 @@ class LayerPruningTuner(MultiTrialTuner):
         return self._job(step, "with_reg", self.settings.epochs, parent=parent, edit=edit,
                          edit_seed=self.settings.seed * 1000 + step)
 
+    def priority(self, key: str) -> int:
+        """The With Reg chain is the search's critical path; the No Reg trainings fill the other slots."""
+        return 0 if key.endswith("with_reg") else 1
+
     def first_jobs(self) -> list[dict[str, Any]]:
         self.state.update(step=0, processed=-1)
         return [self._with_reg(0)]
@@ -78,7 +82,7 @@ class LayerPruningTuner(MultiTrialTuner):
                 self.state["stopped_at"] = step
                 logger.warning("step %d's With Reg trial failed; the pipeline ends at step %d", step, step - 1)
             else:
-                if step < self.last_step:  # first: the search's next step is on the critical path
+                if step < self.last_step:
                     self.state["step"] = step + 1
                     new.append(self._with_reg(step + 1))
                 source = self._checkpoint(job_key(step, "with_reg"))

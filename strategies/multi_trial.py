@@ -89,6 +89,10 @@ class MultiTrialTuner(Tuner):
     def next_jobs(self) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    def priority(self, key: str) -> int:
+        """Lower starts first when several jobs wait for a trial slot."""
+        return 0
+
     # ---- jobs -------------------------------------------------------------------------------------------------
     @property
     def jobs(self) -> dict[str, dict[str, Any]]:
@@ -137,7 +141,7 @@ class MultiTrialTuner(Tuner):
 
     def _issue_next(self, parameter_id: int) -> dict[str, Any] | None:
         self._advance()
-        for key in self.state["order"]:
+        for key in sorted(self.state["order"], key=self.priority):  # stable: same priority, first added first
             job = self.jobs[key]
             if job["status"] == PENDING:
                 job["status"] = ISSUED

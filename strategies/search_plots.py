@@ -18,6 +18,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, figure, path: Path) -> Path:
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def plot_lineage(state: dict[str, Any], path: Path) -> Path:
     """Validation accuracy and parameters of the best net per hill-climbing step, every child as a dot."""
     plt = _pyplot()
@@ -32,19 +40,18 @@ def plot_lineage(state: dict[str, Any], path: Path) -> Path:
     accuracy_axis.plot(steps, [entry["val_accuracy"] for entry in lineage], "o-", color="tab:blue", label="best")
     params_axis.plot(steps, [entry["params"] for entry in lineage], "o-", color="tab:orange", label="best")
     for entry in lineage[1:]:
-        label = entry["winner"] if entry["winner"] != entry["candidates"][0]["job"] else "kept"
-        morphisms = entry.get("morphisms") or []
-        text = f"{label}\n" + ", ".join(m["op"] if isinstance(m, dict) else str(m) for m in morphisms)
+        moved = entry["winner"] != entry["candidates"][0]["job"]  # candidates[0] is the step's parent
+        morphisms = ", ".join(m["op"] for m in entry.get("morphisms") or []) if moved else ""
+        text = f"{entry['winner']}\n{morphisms}" if moved else "kept"
         accuracy_axis.annotate(text, (entry["step"], entry["val_accuracy"]), fontsize=6,
-                               textcoords="offset points", xytext=(0, 8), ha="center")
+                               textcoords="offset points", xytext=(0, -16), ha="center")
+    for axis in (accuracy_axis, params_axis):
+        axis.set_xticks(steps)
+        axis.margins(y=0.12)
     accuracy_axis.set(xlabel="hill-climbing step", ylabel="validation accuracy", title="NASH: best net per step")
     params_axis.set(xlabel="hill-climbing step", ylabel="parameters", title="size of the best net (grey: children)")
     accuracy_axis.legend(loc="lower right")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)
 
 
 def layer_pruning_rows(state: dict[str, Any]) -> list[dict[str, Any]]:
@@ -88,11 +95,7 @@ def plot_layer_pruning(state: dict[str, Any], path: Path) -> Path:
     accuracy_axis.legend(loc="lower right")
     shape_axis.set(xlabel="pipeline step", ylabel="depth (convs + dense)")
     shape_axis.legend(loc="upper left")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path)
 
 
 # method -> (file name, plotter); `resnas plot` and the tuners use the same entry.

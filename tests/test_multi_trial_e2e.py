@@ -104,7 +104,7 @@ def test_hill_climbing_survives_a_killed_manager_and_retrains_no_finished_child(
                        for key, job in _state(state_path)["jobs"].items() if job["status"] == "done"}
     time.sleep(5)  # children orphaned by the kill may still finish; they are neither lost nor retrained
 
-    handle = resume_experiment(experiment_id, experiment_dir, port=8796)
+    handle = resume_experiment(experiment_id, tmp_path / "nni-experiments", port=8796)
     try:
         assert listening_hosts(handle.port) == {"127.0.0.1"}
         wait_for_experiment(handle, poll_seconds=2, timeout=900)

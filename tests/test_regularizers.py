@@ -21,10 +21,7 @@ from trainers.regularizers import (
 from trainers.system import ClassificationSystem, OptimConfig
 
 
-@pytest.fixture(autouse=True)
-def one_thread_and_seeded():
-    torch.set_num_threads(1)
-    torch.manual_seed(0)  # build_model draws from the global RNG: same weights whatever ran before
+pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
 
 
 def rb0_with_one_block(width: int = 4, in_channels: int = 2, num_classes: int = 3):

@@ -20,10 +20,7 @@ from search_spaces.resbuilder_edits import (
 from search_spaces.width_groups import spec_with_widths, width_groups
 
 
-@pytest.fixture(autouse=True)
-def one_thread_and_seeded():
-    torch.set_num_threads(1)
-    torch.manual_seed(0)  # build_model draws from the global RNG: same weights whatever ran before
+pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
 
 
 def rb0_with_blocks(width: int = 6, depths: tuple[int, int] = (1, 2)):
