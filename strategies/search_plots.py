@@ -86,7 +86,7 @@ def plot_layer_pruning(state: dict[str, Any], path: Path) -> Path:
         width_axis = shape_axis.twinx()
         width_axis.plot(steps, [result["widest_first_stage"] for _, result in shaped], "^-", color="tab:purple",
                         label="widest layer, first stage")
-        width_axis.set_ylabel("channels", color="tab:purple")
+        width_axis.set_ylabel("widest first-stage layer (channels)", color="tab:purple")
     for row in rows:
         if row.get("edit") == "morphnet":
             for axis in (accuracy_axis, shape_axis):

@@ -126,3 +126,28 @@ def test_a_tiny_search_runs_in_process_and_climbs(tmp_path):
     for morphism in child["params"]["morphisms"]:
         spec = apply_to_spec(spec, Morphism.from_dict(morphism))
     assert ArchSpec.from_json((tmp_path / "hill_climbing" / "step1" / "child0" / "arch.json").read_text()) == spec
+
+
+def test_a_reissued_job_that_had_finished_reports_its_result_and_trains_nothing(tmp_path):
+    from strategies.trial import PrintReporter, run_trial
+
+    out_dir = tmp_path / "step1" / "child0"
+    out_dir.mkdir(parents=True)
+    (out_dir / "result.json").write_text(json.dumps({"default": 0.7, "val_accuracy": 0.7}))
+    reporter = PrintReporter()
+    params = {"method": "hill_climbing", "job": "step1/child0", "out_dir": str(out_dir), "kind": "child",
+              "parent": str(tmp_path / "missing.ckpt"), "epochs": 3, "settings": {"dataset": "digits"}}
+    assert run_trial(params, out_dir, reporter) == {"default": 0.7, "val_accuracy": 0.7}
+    assert reporter.result == {"default": 0.7, "val_accuracy": 0.7} and not (out_dir / "model.ckpt").exists()
+
+
+def test_a_corrupt_parent_checkpoint_fails_the_child_with_one_sentence(tmp_path):
+    from strategies.trial import PrintReporter, run_trial
+    from trainers import CheckpointError
+
+    parent = tmp_path / "model.ckpt"
+    parent.write_bytes(b"not a checkpoint")
+    params = {"method": "hill_climbing", "job": "step1/child0", "out_dir": str(tmp_path / "child"), "kind": "child",
+              "parent": str(parent), "epochs": 1, "settings": {"dataset": "digits", "num_workers": 0}}
+    with pytest.raises(CheckpointError, match="not a readable resnas checkpoint.*delete it and rerun"):
+        run_trial(params, tmp_path / "child", PrintReporter())
