@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .job_trial import DataSettings
+from .data_settings import DataSettings
 from .settings import SettingsError, require_choice
 
 START_NETS = ("nash",)  # or a path to an ArchSpec JSON file
+# search_spaces.morphism_ops.MORPHISM_OPS, restated so that parsing settings imports no torch (a test keeps
+# the two equal).
+MORPHISMS = ("deepen_conv", "deepen_residual", "widen", "add_skip", "enlarge_kernel")
 
 
 @dataclass(frozen=True)
@@ -28,16 +31,14 @@ class HillClimbingSettings(DataSettings):
     lr_end: float = 0.0
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    morphisms: tuple[str, ...] = ("deepen_conv", "deepen_residual", "widen", "add_skip", "enlarge_kernel")
+    morphisms: tuple[str, ...] = MORPHISMS
 
     def check(self, where: str) -> None:
         super().check(where)
-        from search_spaces.morphism_ops import MORPHISM_OPS
-
         for name in self.morphisms:
-            require_choice(name, MORPHISM_OPS, "morphism", where)
+            require_choice(name, MORPHISMS, "morphism", where)
         if not self.morphisms:
-            raise SettingsError(f"{where}: morphisms must name at least one of {', '.join(MORPHISM_OPS)}.")
+            raise SettingsError(f"{where}: morphisms must name at least one of {', '.join(MORPHISMS)}.")
         for name in ("n_steps", "n_neighbours", "n_morphisms", "epochs_neighbour", "pretrain_epochs"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{where}: {name} must be at least 1, got {getattr(self, name)}.")

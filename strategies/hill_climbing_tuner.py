@@ -8,21 +8,19 @@
 The tuner draws the morphisms (on ArchSpec JSON, no weights); each child's trial applies them to the parent's
 checkpoint and trains. Children that fail are skipped. The lineage (winner, morphisms, accuracy and params per
 step) is kept in the state file and drawn as lineage.png beside it after every step.
+
+search_spaces (torch, timm, nni.nas) is imported where children are drawn, not at import: NNI gives the
+tuner process 10 s from its start to connect, and those imports alone can take longer on a busy machine.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from pathlib import Path
 from typing import Any
 
-from search_spaces import ArchSpec
-from search_spaces.morphism_ops import draw_morphisms
-
 from .hill_climbing_settings import HillClimbingSettings
-from .job_trial import MODEL_FILE, SPEC_FILE
-from .multi_trial import DONE, FAILED, MultiTrialTuner
+from .multi_trial import DONE, FAILED, MODEL_FILE, SPEC_FILE, MultiTrialTuner
 from .settings import parse_settings
 
 logger = logging.getLogger(__name__)
@@ -54,12 +52,12 @@ class HillClimbingTuner(MultiTrialTuner):
     def _checkpoint(self, key: str) -> str:
         return str(self.job_dir(key) / MODEL_FILE)
 
-    def _spec(self, key: str) -> ArchSpec:
-        return ArchSpec.from_json((self.job_dir(key) / SPEC_FILE).read_text())
-
     def _children(self, step: int) -> list[dict[str, Any]]:
+        from search_spaces.morphism_ops import draw_morphisms
+        from search_spaces.spec import ArchSpec
+
         parent = self.state["best"]
-        parent_spec = self._spec(parent)
+        parent_spec = ArchSpec.from_json((self.job_dir(parent) / SPEC_FILE).read_text())
         jobs = []
         for index in range(self.settings.n_neighbours):
             # Seeded per (seed, step, child): a resumed search draws the same children.

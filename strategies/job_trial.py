@@ -1,6 +1,6 @@
 """What every multi-trial job (hill climbing, layer pruning) does the same way inside its trial.
 
-Data settings shared by their configs, the data module, training with per-epoch reports, the job folder
+The data module, training with per-epoch reports, the job folder
 (model.ckpt + arch.json + result.json, each written atomically) and idempotence: a job whose result.json
 exists reports it again and trains nothing, so a job re-issued after `nnictl resume` costs seconds.
 """
@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -31,44 +30,12 @@ from trainers import (
 from trainers.atomic import atomic_write_text
 from trainers.system import ExtraLoss
 
-from .settings import SettingsError, require_choice
+from .data_settings import DataSettings
+from .multi_trial import MODEL_FILE, RESULT_FILE, SPEC_FILE
+from .settings import SettingsError
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE, SPEC_FILE, RESULT_FILE = "model.ckpt", "arch.json", "result.json"
-
-
-@dataclass(frozen=True)
-class DataSettings:
-    """Where the data comes from and how batches are made; the same for every job of one search."""
-
-    dataset: str = "cifar10"
-    data_dir: str = "data"
-    image_size: int | None = None  # None: the dataset's native size
-    augment: Literal["default", "none", "crop", "shift", "resized_crop"] = "default"
-    batch_size: int = 64
-    val_fraction: float = 0.1  # search decisions use this held-out part of the training set
-    limit_train_batches: int | None = None  # smoke runs only
-    limit_val_batches: int | None = None
-    num_workers: int = 2
-    seed: int = 0
-
-    def check(self, where: str) -> None:
-        from trainers import DATASETS
-
-        require_choice(self.dataset, DATASETS, "dataset", where)
-        if self.batch_size < 1:
-            raise SettingsError(f"{where}: batch_size must be at least 1, got {self.batch_size}.")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise SettingsError(f"{where}: val_fraction must be between 0 and 1, got {self.val_fraction}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def data_fields(settings: Any) -> dict[str, Any]:
-    """The DataSettings part of a method's settings (which subclass DataSettings)."""
-    return {name: getattr(settings, name) for name in DataSettings.__dataclass_fields__}
 
 
 def input_size(data: DataSettings) -> tuple[int, int, int]:

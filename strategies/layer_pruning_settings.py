@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from .job_trial import DataSettings
+from .data_settings import DataSettings
 from .settings import SettingsError
 
 START_NETS = ("rb0", "rb_r18")  # RB-0Net (one conv, two pools, a dense layer), ResNet-18; or an ArchSpec JSON path

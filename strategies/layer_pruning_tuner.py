@@ -14,9 +14,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from .job_trial import MODEL_FILE
 from .layer_pruning_settings import LayerPruningSettings
-from .multi_trial import DONE, FAILED, MultiTrialTuner
+from .multi_trial import DONE, FAILED, MODEL_FILE, MultiTrialTuner
 from .settings import parse_settings
 
 logger = logging.getLogger(__name__)

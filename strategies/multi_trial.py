@@ -31,6 +31,7 @@ from trainers.atomic import atomic_write_text
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "resnas_state.json"
+MODEL_FILE, SPEC_FILE, RESULT_FILE = "model.ckpt", "arch.json", "result.json"  # a job folder's files
 PENDING, ISSUED, DONE, FAILED = "pending", "issued", "done", "failed"
 ENDED = (DONE, FAILED)
 

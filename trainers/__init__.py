@@ -1,7 +1,32 @@
-"""Data, the Lightning classification system and fit(); usable without NNI (nothing here imports nni)."""
+"""Data, the Lightning classification system and fit(); usable without NNI (nothing here imports nni).
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .datamodule import AUGMENTS, ClassificationDataModule, build_transform, make_datamodule
-from .datasets import DATASETS, DataError, DatasetInfo, dataset_info
-from .fit import FitResult, evaluate, fit
-from .system import ClassificationSystem, OptimConfig, TrainingDivergedError
+Names load on first use (PEP 562): NNI's tuner process reads the dataset registry and writes files atomically
+through this package, and must not pay for importing torch and Lightning (NNI gives it 10 s to connect).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_NAMES = {
+    "checkpoint": ("CheckpointError", "load_checkpoint", "save_checkpoint"),
+    "datamodule": ("AUGMENTS", "ClassificationDataModule", "build_transform", "make_datamodule"),
+    "datasets": ("DATASETS", "DataError", "DatasetInfo", "dataset_info"),
+    "fit": ("FitResult", "evaluate", "fit"),
+    "system": ("ClassificationSystem", "OptimConfig", "TrainingDivergedError"),
+}
+_MODULE_OF = {name: module for module, names in _NAMES.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'trainers' has no attribute {name!r}")
+    module_name = _MODULE_OF[name]
+    module = importlib.import_module(f".{module_name}", __name__)
+    # Bind all of the module's names now: importing trainers.fit set the package attribute `fit` to the
+    # module, which must not hide the function of the same name.
+    for exported in _NAMES[module_name]:
+        globals()[exported] = getattr(module, exported)
+    return globals()[name]

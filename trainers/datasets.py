@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
-import torch
-from torch.nn import functional as F
+if TYPE_CHECKING:  # torch is imported where images are read: validating a config (NNI's tuner process) needs none
+    import torch
 
 
 class DataError(ValueError):
@@ -31,7 +31,7 @@ class DatasetInfo:
     expected_path: str  # where the files must be, relative to data_dir ("" when shipped)
 
 
-ImagesAndLabels = tuple[torch.Tensor, torch.Tensor]  # uint8 N x C x H x W, int64 N
+ImagesAndLabels = tuple["torch.Tensor", "torch.Tensor"]  # uint8 N x C x H x W, int64 N
 Reader = Callable[[DatasetInfo, Path, bool, bool], ImagesAndLabels]  # (info, data_dir, train, download)
 
 
@@ -62,6 +62,7 @@ DIGITS_SPLIT_SEED = 0  # fixed: the test part must never depend on a run's seed
 
 
 def read_digits(info: DatasetInfo, data_dir: Path, train: bool, download: bool) -> ImagesAndLabels:
+    import torch
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -76,6 +77,7 @@ def read_digits(info: DatasetInfo, data_dir: Path, train: bool, download: bool) 
 # ---- torchvision datasets ---------------------------------------------------------------------------------
 def _torchvision_reader(class_name: str, title: str, **kwargs) -> Reader:
     def read(info: DatasetInfo, data_dir: Path, train: bool, download: bool) -> ImagesAndLabels:
+        import torch
         import torchvision
 
         try:
@@ -145,6 +147,9 @@ def dataset_info(name: str, data_dir: str | Path = "data") -> DatasetInfo:
 
 def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
     """Resize a uint8 N x C x H x W batch once, up front (digits: 8 px -> size)."""
+    import torch
+    from torch.nn import functional as F
+
     if images.shape[-1] == size and images.shape[-2] == size:
         return images
     resized = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False)
