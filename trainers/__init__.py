@@ -13,7 +13,7 @@ _NAMES = {
     "checkpoint": ("CheckpointError", "load_checkpoint", "save_checkpoint"),
     "datamodule": ("AUGMENTS", "ClassificationDataModule", "build_transform", "make_datamodule"),
     "datasets": ("DATASETS", "DataError", "DatasetInfo", "dataset_info"),
-    "fit": ("FitResult", "evaluate", "fit"),
+    "fitting": ("FitResult", "evaluate", "fit"),
     "system": ("ClassificationSystem", "OptimConfig", "TrainingDivergedError"),
 }
 _MODULE_OF = {name: module for module, names in _NAMES.items() for name in names}
@@ -23,10 +23,6 @@ __all__ = sorted(_MODULE_OF)
 def __getattr__(name: str) -> Any:
     if name not in _MODULE_OF:
         raise AttributeError(f"module 'trainers' has no attribute {name!r}")
-    module_name = _MODULE_OF[name]
-    module = importlib.import_module(f".{module_name}", __name__)
-    # Bind all of the module's names now: importing trainers.fit set the package attribute `fit` to the
-    # module, which must not hide the function of the same name.
-    for exported in _NAMES[module_name]:
-        globals()[exported] = getattr(module, exported)
-    return globals()[name]
+    value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
