@@ -19,7 +19,7 @@ from search_spaces.morphism_ops import (
     draw_morphism,
     draw_morphisms,
 )
-from search_spaces.morphisms import apply_morphism, apply_morphisms
+from search_spaces.morphisms import apply_morphisms
 from search_spaces.spec import ArchSpec, BlockSpec, HeadSpec, StageSpec, StemSpec
 
 torch.set_num_threads(1)
