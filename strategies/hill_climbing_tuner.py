@@ -20,7 +20,7 @@ import random
 from typing import Any
 
 from .hill_climbing_settings import HillClimbingSettings
-from .multi_trial import DONE, FAILED, MODEL_FILE, SPEC_FILE, MultiTrialTuner
+from .multi_trial import DONE, FAILED, SPEC_FILE, MultiTrialTuner
 from .settings import parse_settings
 
 logger = logging.getLogger(__name__)
@@ -49,9 +49,6 @@ class HillClimbingTuner(MultiTrialTuner):
         return [self._job(START, START, self.settings.pretrain_epochs)]
 
     # ---- one step ---------------------------------------------------------------------------------------------
-    def _checkpoint(self, key: str) -> str:
-        return str(self.job_dir(key) / MODEL_FILE)
-
     def _children(self, step: int) -> list[dict[str, Any]]:
         from search_spaces.morphism_ops import draw_morphisms
         from search_spaces.spec import ArchSpec
@@ -64,7 +61,7 @@ class HillClimbingTuner(MultiTrialTuner):
             rng = random.Random(f"{self.settings.seed}:{step}:{index}")
             morphisms, _ = draw_morphisms(parent_spec, self.settings.n_morphisms, rng, self.settings.morphisms)
             jobs.append(self._job(child_key(step, index), "child", self.settings.epochs_neighbour,
-                                  parent=self._checkpoint(parent), parent_job=parent,
+                                  parent=self.checkpoint(parent), parent_job=parent,
                                   morphisms=[morphism.to_dict() for morphism in morphisms]))
         return jobs
 
@@ -118,13 +115,13 @@ class HillClimbingTuner(MultiTrialTuner):
             else:
                 self._end_search()
                 return []
-        self._draw()
+        self.draw()
         self.state["step"] = step + 1
         if step < self.settings.n_steps:
             return self._children(step + 1)
         best = self.state["best"]
-        return [self._job(FINAL, FINAL, self.settings.epochs_final, parent=self._checkpoint(best), parent_job=best,
-                          start=self._checkpoint(START))]
+        return [self._job(FINAL, FINAL, self.settings.epochs_final, parent=self.checkpoint(best), parent_job=best,
+                          start=self.checkpoint(START))]
 
     def _end_search(self) -> None:
         if self.jobs[FINAL]["status"] != DONE:
@@ -132,11 +129,3 @@ class HillClimbingTuner(MultiTrialTuner):
             return
         self.state["summary"] = self.result(FINAL)
         self.finish()
-
-    def _draw(self) -> None:
-        from .search_plots import plot_lineage
-
-        try:
-            plot_lineage(self.state, self.work_dir / "lineage.png")
-        except Exception as error:  # noqa: BLE001 - a plot must never stop the search
-            logger.warning("could not draw the lineage plot: %s", error)

@@ -1,7 +1,7 @@
 """What every multi-trial job (hill climbing, layer pruning) does the same way inside its trial.
 
-The data module, training with per-epoch reports, the job folder
-(model.ckpt + arch.json + result.json, each written atomically) and idempotence: a job whose result.json
+The data module, training with per-epoch reports, the job folder (model.ckpt + arch.json + result.json,
+each written atomically) and idempotence: a job whose result.json
 exists reports it again and trains nothing, so a job re-issued after `nnictl resume` costs seconds.
 """
 
@@ -35,7 +35,6 @@ from .multi_trial import MODEL_FILE, RESULT_FILE, SPEC_FILE
 from .settings import SettingsError
 
 logger = logging.getLogger(__name__)
-
 
 
 def input_size(data: DataSettings) -> tuple[int, int, int]:

@@ -15,7 +15,7 @@ import logging
 from typing import Any
 
 from .layer_pruning_settings import LayerPruningSettings
-from .multi_trial import DONE, FAILED, MODEL_FILE, MultiTrialTuner
+from .multi_trial import DONE, FAILED, MultiTrialTuner
 from .settings import parse_settings
 
 logger = logging.getLogger(__name__)
@@ -48,15 +48,12 @@ class LayerPruningTuner(MultiTrialTuner):
     def last_step(self) -> int:
         return self.settings.n_morphnet * (self.settings.insertions_per_routine + 1)
 
-    def _checkpoint(self, key: str) -> str:
-        return str(self.job_dir(key) / MODEL_FILE)
-
     def _job(self, step: int, variant: str, epochs: int, **params: Any) -> dict[str, Any]:
         return {"key": job_key(step, variant), "params": {
             "kind": variant, "step": step, "epochs": epochs, "settings": self.state["settings"], **params}}
 
     def _with_reg(self, step: int) -> dict[str, Any]:
-        parent = self._checkpoint(job_key(step - 1, "with_reg")) if step > 0 else None
+        parent = self.checkpoint(job_key(step - 1, "with_reg")) if step > 0 else None
         edit = step_edit(step, self.settings.insertions_per_routine)
         # The insertion's place is drawn in the trial from this seed: same seed, same place after a resume.
         return self._job(step, "with_reg", self.settings.epochs, parent=parent, edit=edit,
@@ -84,10 +81,10 @@ class LayerPruningTuner(MultiTrialTuner):
                 if step < self.last_step:
                     self.state["step"] = step + 1
                     new.append(self._with_reg(step + 1))
-                source = self._checkpoint(job_key(step, "with_reg"))
+                source = self.checkpoint(job_key(step, "with_reg"))
                 new += [self._job(step, variant, self.settings.variant_epochs, source=source)
                         for variant in NO_REG_VARIANTS]
-            self._draw()
+            self.draw()
         pipeline_over = self.state["processed"] == self.state["step"]
         if pipeline_over and not new and FINAL not in self.jobs and self.all_ended():
             final = self._final_job()
@@ -98,7 +95,7 @@ class LayerPruningTuner(MultiTrialTuner):
                 self.finish()
             else:
                 self.finish("the final test/export trial failed; see its log in the dashboard and rerun")
-            self._draw()
+            self.draw()
         return new
 
     def _final_job(self) -> dict[str, Any] | None:
@@ -113,13 +110,5 @@ class LayerPruningTuner(MultiTrialTuner):
         best = max(within or candidates, key=lambda key: self.result(key)["val_accuracy"])
         self.state["best"] = best
         return {"key": FINAL, "params": {"kind": FINAL, "epochs": 0, "settings": self.state["settings"],
-                                          "source": self._checkpoint(best), "source_job": best,
+                                          "source": self.checkpoint(best), "source_job": best,
                                           "source_result": self.result(best)}}
-
-    def _draw(self) -> None:
-        from .search_plots import plot_layer_pruning
-
-        try:
-            plot_layer_pruning(self.state, self.work_dir / "fig5.png")
-        except Exception as error:  # noqa: BLE001 - a plot must never stop the search
-            logger.warning("could not draw the Fig. 5 plot: %s", error)

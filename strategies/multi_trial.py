@@ -102,6 +102,10 @@ class MultiTrialTuner(Tuner):
     def job_dir(self, key: str) -> Path:
         return self.work_dir / key
 
+    def checkpoint(self, key: str) -> str:
+        """The model.ckpt a job's trial writes: what the next jobs start from."""
+        return str(self.job_dir(key) / MODEL_FILE)
+
     def add_jobs(self, jobs: list[dict[str, Any]]) -> None:
         """Each job: {"key": str, "params": dict}; params get the method, the key and the job folder."""
         for job in jobs:
@@ -135,6 +139,22 @@ class MultiTrialTuner(Tuner):
 
     def save(self) -> None:
         atomic_write_text(self.state_path, json.dumps(self.state, indent=1, sort_keys=True))
+
+    def draw(self) -> None:
+        """The method's figure (search_plots.PLOTTERS, which `resnas plot` uses too) beside the job folders."""
+        from .search_plots import PLOTTERS  # matplotlib: loaded on the first draw, not at tuner start
+
+        file_name, plotter = PLOTTERS[self.method]
+        try:
+            plotter(self.state, self.work_dir / file_name)
+        except Exception as error:  # noqa: BLE001 - a plot must never stop the search
+            logger.warning("could not draw %s: %s", file_name, error)
+
+    def _after_event(self) -> None:
+        """A job ended: let the subclass plan, persist, and start what became ready on slots NNI offered."""
+        self._advance()
+        self.save()
+        self._spend_credits()
 
     # ---- NNI tuner interface ----------------------------------------------------------------------------------
     def update_search_space(self, search_space: dict) -> None:
@@ -195,9 +215,7 @@ class MultiTrialTuner(Tuner):
             return
         logger.warning("%s: trial for %s failed; skipping it", self.method, key)
         self.jobs[key]["status"] = FAILED
-        self._advance()
-        self.save()
-        self._spend_credits()
+        self._after_event()
 
     def _record(self, parameters: Any, value: Any) -> None:
         if isinstance(value, str):
@@ -214,6 +232,4 @@ class MultiTrialTuner(Tuner):
             return  # a duplicate (a re-issued job that had finished): the first result stands
         job["status"], job["result"] = DONE, value if isinstance(value, dict) else {"default": value}
         logger.info("%s: %s finished: %s", self.method, key, job["result"].get("default"))
-        self._advance()
-        self.save()
-        self._spend_credits()
+        self._after_event()
