@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from .data_settings import DataSettings
 from .settings import SettingsError, require_choice
@@ -48,6 +48,3 @@ class HillClimbingSettings(DataSettings):
             raise SettingsError(f"{where}: start_widths must be three positive widths, got {list(self.start_widths)}.")
         if self.start not in START_NETS and not self.start.endswith(".json"):
             raise SettingsError(f"{where}: start must be 'nash' or the path of an ArchSpec .json file, got {self.start!r}.")
-
-    def to_dict(self) -> dict:
-        return asdict(self)

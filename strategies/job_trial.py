@@ -1,6 +1,6 @@
 """What every multi-trial job (hill climbing, layer pruning) does the same way inside its trial.
 
-The data module, training with per-epoch reports, the job folder (model.ckpt + arch.json + result.json,
+The data module and input size (ProxylessNAS trials use those two as well), training with per-epoch reports, the job folder (model.ckpt + arch.json + result.json,
 each written atomically) and idempotence: a job whose result.json
 exists reports it again and trains nothing, so a job re-issued after `nnictl resume` costs seconds.
 """

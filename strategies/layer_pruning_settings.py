@@ -3,7 +3,7 @@ CIFAR-10 and used for every dataset."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from .data_settings import DataSettings
 from .settings import SettingsError
@@ -49,6 +49,3 @@ class LayerPruningSettings(DataSettings):
     @property
     def insertions_per_routine(self) -> int:
         return 0 if self.morphnet_only else self.n_insertions
-
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -2,26 +2,24 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Literal
 
+from .data_settings import DataSettings
 from .settings import SettingsError, require_choice
 
 SCOPE_NAMES = ("s", "m", "l", "f")
 
 
 @dataclass(frozen=True)
-class ProxylessSettings:
+class ProxylessSettings(DataSettings):
+    # DataSettings: dataset (cifar10), data_dir, image_size, batch_size (64), val_fraction (0.1: architecture
+    # steps use this held-out part of the training set), limits, num_workers, seed.
     scope: str = "m"
-    dataset: str = "cifar10"
-    data_dir: str = "data"
-    image_size: int | None = None  # None: the dataset's native size
     stem: Literal["imagenet", "cifar"] = "imagenet"  # the paper's counts match torchvision's 7x7 stem
     width_multiplier: float = 1.0
-    batch_size: int = 64
     # The paper: random crop + resize, horizontal flip p=0.5 (flips only where labels allow), normalisation.
     augment: Literal["resized_crop", "crop", "shift", "none", "default"] = "resized_crop"
-    val_fraction: float = 0.1  # architecture steps use this held-out part of the training set
     search_epochs: int = 300
     retrain_epochs: int = 300
     # Weights: SGD, Nesterov, lr 0.05, momentum 0.9, weight decay 4e-5 (search and retrain).
@@ -37,24 +35,12 @@ class ProxylessSettings:
     exit_patience: int = 0  # stop when the argmax held this many epochs (and entropy is low); 0 = off
     exit_entropy: float = 0.5
     retrain_schedule: Literal["cosine", "none"] = "cosine"
-    limit_train_batches: int | None = None  # smoke runs only
-    limit_val_batches: int | None = None
-    num_workers: int = 2
-    seed: int = 0
 
     def check(self, where: str) -> None:
         require_choice(self.scope, SCOPE_NAMES, "scope", where)
-        from trainers import DATASETS  # local import: validating a YAML needs no torch at import time
-
-        require_choice(self.dataset, DATASETS, "dataset", where)
-        positive = ("batch_size", "search_epochs", "retrain_epochs", "arch_update_every")
-        for name in positive:
+        super().check(where)
+        for name in ("search_epochs", "retrain_epochs", "arch_update_every"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{where}: {name} must be at least 1, got {getattr(self, name)}.")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise SettingsError(f"{where}: val_fraction must be between 0 and 1, got {self.val_fraction}.")
         if self.width_multiplier <= 0:
             raise SettingsError(f"{where}: width_multiplier must be positive, got {self.width_multiplier}.")
-
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -15,11 +15,13 @@ from typing import Any
 import torch
 
 from search_spaces import ScopedResNet50, build_model, export_to_timm, measure_cost
-from trainers import OptimConfig, dataset_info, evaluate, fit, make_datamodule
+from trainers import OptimConfig, dataset_info, evaluate, fit
 from trainers.atomic import atomic_write_text
 from trainers.checkpoint import CheckpointError
 
 from .gate_trajectory import GateTrajectory, SearchExit
+from .job_trial import input_size as data_input_size
+from .job_trial import make_job_datamodule
 from .proxyless_search import ProxylessSearch, ProxylessSearchConfig
 from .proxyless_settings import ProxylessSettings
 from .settings import parse_settings
@@ -35,18 +37,7 @@ def run_proxyless_trial(parameters: dict[str, Any], output_dir: Path, reporter) 
     settings = parse_settings(ProxylessSettings, parameters.get("settings"), "trial parameters")
     torch.manual_seed(settings.seed)
     info = dataset_info(settings.dataset, settings.data_dir)
-    image_size = settings.image_size or info.image_size
-    datamodule = make_datamodule(
-        settings.dataset,
-        data_dir=settings.data_dir,
-        batch_size=settings.batch_size,
-        val_fraction=settings.val_fraction,
-        seed=settings.seed,
-        image_size=image_size,
-        augment=settings.augment,
-        num_workers=settings.num_workers,
-    )
-    datamodule.setup("fit")
+    datamodule = make_job_datamodule(settings)
     space = ScopedResNet50(
         settings.scope,
         num_classes=info.num_classes,
@@ -54,7 +45,7 @@ def run_proxyless_trial(parameters: dict[str, Any], output_dir: Path, reporter) 
         width_multiplier=settings.width_multiplier,
         in_channels=info.in_channels,
     )
-    input_size = (info.in_channels, image_size, image_size)
+    input_size = data_input_size(settings)
 
     search_started = time.perf_counter()
     sample, search_facts = _search(space, settings, datamodule, input_size, output_dir, reporter)
