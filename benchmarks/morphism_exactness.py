@@ -25,14 +25,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from search_spaces import build_model, nash_start_spec, resbuilder_start_spec, resnet_spec  # noqa: E402
-from search_spaces.morphism_ops import (  # noqa: E402
+from search_spaces.edits.morphism_ops import (  # noqa: E402
     MORPHISM_OPS,
     applicable_sites,
     apply_to_spec,
     draw_morphism,
     draw_morphisms,
 )
-from search_spaces.morphisms import apply_morphisms  # noqa: E402
+from search_spaces.edits.morphisms import apply_morphisms  # noqa: E402
 from search_spaces.spec import ArchSpec, BlockSpec, HeadSpec, StageSpec, StemSpec  # noqa: E402
 
 IMAGE_SIZE = 8  # at most three 2x reductions below, so every feature map stays at least 1x1

@@ -2,7 +2,7 @@
 
 For each repetition one random path of ScopedResNet50(scope) is drawn; then, side by side on that path:
 - plain: build_model(space.to_spec(path)), forward + backward + SGD step (the fair baseline);
-- ours: strategies.proxyless_search weight step, architecture step, and one iteration (both);
+- ours: strategies.proxyless.search weight step, architecture step, and one iteration (both);
 - NNI 3.0 stock: `Proxyless().mutate_model(space)` driven like its DartsLightningModule.training_step
   (arch step with NNI's Adam(lr 3e-4, betas 0.5/0.999, wd 1e-3), then weight step). Its ReLUs run out of
   place: NNI's _ProxylessFunction saves each layer's input, which an in-place ReLU would overwrite.
@@ -38,7 +38,8 @@ from torch.nn import functional as F  # noqa: E402
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 from search_spaces import ScopedResNet50, build_model  # noqa: E402
-from strategies.proxyless_search import ProxylessSearch, ProxylessSearchConfig  # noqa: E402
+from strategies.proxyless import ProxylessSearchConfig  # noqa: E402
+from strategies.proxyless.search import ProxylessSearch  # noqa: E402
 
 
 # ---- memory -------------------------------------------------------------------------------------------

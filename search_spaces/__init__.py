@@ -1,17 +1,34 @@
-"""Architecture descriptions, the model builder, NNI model spaces, cost and the timm export."""
+"""Architecture descriptions, the model builder, cost, the timm export, NNI model spaces and edits.
 
-from .builder import ResNasNet, build_model
-from .spec import (
-    ArchSpec,
-    BlockSpec,
-    HeadSpec,
-    SpecError,
-    StageSpec,
-    StemSpec,
-    nash_start_spec,
-    resbuilder_start_spec,
-    resnet_spec,
-)
-from .nni_spaces import SCOPES, DepthResNet, ScopedResNet50
-from .cost import CostReport, LayerCost, measure_cost
-from .export import ENTRY_POINT, ExportError, export_to_timm, load_exported, plain_timm_resnet
+Names load on first use (PEP 562, like trainers/__init__.py): `search_spaces.spec` imports no torch (tuners
+read specs inside NNI's dispatcher, which must connect within 10 s), and spec, builder, blocks, cost, export
+and timm_entry import neither NNI nor Lightning (an exported model loads with torch and timm alone). NNI is
+imported only by `search_spaces.spaces`. `import search_spaces.timm_entry` registers the `resnas_net` timm
+entry point.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_NAMES = {
+    "builder": ("ResNasNet", "build_model"),
+    "cost": ("CostReport", "LayerCost", "measure_cost"),
+    "export": ("ExportError", "export_to_timm", "load_exported", "plain_timm_resnet"),
+    "scopes": ("SCOPES",),
+    "spaces": ("DepthResNet", "ScopedResNet50"),
+    "spec": ("ArchSpec", "BlockSpec", "HeadSpec", "SpecError", "StageSpec", "StemSpec", "nash_start_spec",
+             "resbuilder_start_spec", "resnet_spec"),
+    "timm_entry": ("ENTRY_POINT",),
+}
+_MODULE_OF = {name: module for module, names in _NAMES.items() for name in names}
+__all__ = sorted(_MODULE_OF)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'search_spaces' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value

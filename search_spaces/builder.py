@@ -36,6 +36,36 @@ class Stage(nn.Sequential):
             self.add_module(str(index), block)
 
 
+# ---- the parts every ResNet-layout module shares: this builder and the NNI spaces (same names, same order) ----
+def add_stem(net: nn.Module, spec: ArchSpec) -> None:
+    """conv1 - bn1 - act1 - maxpool (an Identity without the max pool), timm's names."""
+    stem = spec.stem
+    net.conv1 = conv2d(spec.in_channels, stem.out_channels, stem.kernel_size, stem.stride)
+    net.bn1 = nn.BatchNorm2d(stem.out_channels)
+    net.act1 = make_activation(stem.activation)
+    net.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if stem.max_pool else nn.Identity()
+
+
+def add_head(net: nn.Module, spec: ArchSpec) -> None:
+    """global_pool - head_drop - fc."""
+    net.global_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
+    net.head_drop = nn.Dropout(spec.head.dropout)
+    net.fc = nn.Linear(spec.num_features, spec.head.num_classes)
+
+
+def forward_features(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Stem, then the stages named in `net.stage_names`."""
+    x = net.maxpool(net.act1(net.bn1(net.conv1(x))))
+    for name in net.stage_names:
+        x = getattr(net, name)(x)
+    return x
+
+
+def forward_head(net: nn.Module, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+    x = net.head_drop(net.global_pool(x))
+    return x if pre_logits else net.fc(x)
+
+
 class ResNasNet(nn.Module):
     """A ResNet-family network built from an ArchSpec.
 
@@ -49,10 +79,7 @@ class ResNasNet(nn.Module):
         self.num_classes = spec.head.num_classes
         self.num_features = spec.num_features
         stem = spec.stem
-        self.conv1 = conv2d(spec.in_channels, stem.out_channels, stem.kernel_size, stem.stride)
-        self.bn1 = nn.BatchNorm2d(stem.out_channels)
-        self.act1 = make_activation(stem.activation)
-        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if stem.max_pool else nn.Identity()
+        add_stem(self, spec)
 
         reduction = stem.stride * (2 if stem.max_pool else 1)
         self.feature_info = [dict(num_chs=stem.out_channels, reduction=stem.stride, module="act1")]
@@ -69,20 +96,14 @@ class ResNasNet(nn.Module):
             self.feature_info.append(dict(num_chs=channels, reduction=reduction, module=f"layer{stage_index}"))
         self.stage_names = [f"layer{index}" for index in range(1, len(spec.stages) + 1)]
 
-        self.global_pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1))
-        self.head_drop = nn.Dropout(spec.head.dropout)
-        self.fc = nn.Linear(channels, spec.head.num_classes)
+        add_head(self, spec)
         init_resnet_weights(self, zero_init_last)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
-        for name in self.stage_names:
-            x = getattr(self, name)(x)
-        return x
+        return forward_features(self, x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.head_drop(self.global_pool(x))
-        return x if pre_logits else self.fc(x)
+        return forward_head(self, x, pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))

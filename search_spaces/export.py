@@ -10,7 +10,7 @@
 A plain ResNet (what timm's own ResNet builds) is exported under timm's name with `layers=[...]`, so bare
 timm loads it in a process that never imported resnas. Anything else (mixed kernels or activations, CIFAR
 stems, pooling stages, uneven widths, dropout) uses the `resnas_net` entry point with the ArchSpec in
-`model_args`; `import search_spaces` registers it.
+`model_args`; `import search_spaces.timm_entry` registers it.
 """
 
 from __future__ import annotations
@@ -135,6 +135,33 @@ def weights_mismatch(expected: dict[str, torch.Size], state_dict: dict[str, torc
     if unexpected:
         return f"{len(unexpected)} tensors are not in the spec, e.g. {unexpected[0]}"
     return None
+
+
+def choose_export_spec(
+    given: ArchSpec | None,
+    stored: ArchSpec | None,
+    state_dict: dict[str, torch.Tensor] | None,
+    given_name: str = "the given spec",
+    weights_name: str = "the weights",
+) -> ArchSpec:
+    """The spec to export weights under: `given` (a user's spec file), else `stored` (the one saved with them).
+
+    A given spec that differs from the stored one is refused even when the shapes agree: same-shaped weights
+    under another activation would export a different function. The names only word the errors.
+    """
+    spec = given or stored
+    if spec is None:
+        raise ExportError("no architecture given; pass --spec with the ArchSpec JSON the weights were trained with.")
+    if state_dict is not None:
+        detail = weights_mismatch(expected_weights(spec), state_dict)
+        if detail is not None:
+            both = given is not None and stored is not None
+            fix = "omit --spec to use the one stored in the checkpoint" if both else "pass the spec it was trained with"
+            target = given_name if given is not None else "its stored ArchSpec"
+            raise ExportError(f"{weights_name} does not match {target} ({detail}); {fix}.")
+    if stored is not None and spec != stored:
+        raise ExportError(f"{given_name} differs from the ArchSpec stored in {weights_name}; omit --spec to use the stored one.")
+    return spec
 
 
 def check_weights(expected: dict[str, torch.Size], state_dict: dict[str, torch.Tensor]) -> None:

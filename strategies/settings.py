@@ -1,6 +1,7 @@
 """Typed settings built once at the edge from a YAML `classArgs` dict or trial parameters.
 
-A typo is an error naming the valid keys (with the closest match), never a silently ignored value.
+A typo is an error naming the valid keys (with the closest match), never a silently ignored value. Options
+with a fixed set of values are one `Literal` alias each; `choices(alias)` gives the tuple.
 """
 
 from __future__ import annotations
@@ -76,6 +77,11 @@ def _type_name(annotation: Any) -> str:
     if typing.get_origin(annotation) is typing.Literal:
         return "one of " + ", ".join(repr(arg) for arg in typing.get_args(annotation))
     return getattr(annotation, "__name__", str(annotation))
+
+
+def choices(literal: Any) -> tuple[str, ...]:
+    """The values of a `Literal[...]` option alias: the one list an option's valid names come from."""
+    return typing.get_args(literal)
 
 
 def require_choice(value: str, valid: typing.Iterable[str], what: str, where: str) -> None:

@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import save_file
 
 from search_spaces import build_model, load_exported, resnet_spec
-from strategies.cli import COMMANDS, main, register_command
+from strategies.cli import main
 from trainers import save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -164,9 +164,3 @@ def test_the_module_entry_point_prints_no_traceback(files):
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     assert "nope.ckpt does not exist" in result.stderr
-
-
-def test_the_registry_refuses_a_duplicate_name():
-    assert "export" in COMMANDS
-    with pytest.raises(ValueError, match="already registered"):
-        register_command("export", COMMANDS["export"].add_arguments, COMMANDS["export"].run, "again")

@@ -9,9 +9,9 @@ import torch
 import yaml
 
 from search_spaces import ArchSpec, nash_start_spec
-from search_spaces.morphism_ops import Morphism, apply_to_spec
-from strategies.hill_climbing_tuner import HillClimbingTuner, parse_hill_climbing_args
-from strategies.local_search import search_locally
+from search_spaces.edits.morphism_ops import Morphism, apply_to_spec
+from strategies.hill_climbing import HillClimbingTuner, parse_hill_climbing_args
+from strategies.multi_trial import search_locally
 from strategies.settings import SettingsError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,7 +129,8 @@ def test_a_tiny_search_runs_in_process_and_climbs(tmp_path):
 
 
 def test_a_reissued_job_that_had_finished_reports_its_result_and_trains_nothing(tmp_path):
-    from strategies.trial import PrintReporter, run_trial
+    from strategies.reporting import PrintReporter
+    from strategies.trial import run_trial
 
     out_dir = tmp_path / "step1" / "child0"
     out_dir.mkdir(parents=True)
@@ -142,7 +143,8 @@ def test_a_reissued_job_that_had_finished_reports_its_result_and_trains_nothing(
 
 
 def test_a_corrupt_parent_checkpoint_fails_the_child_with_one_sentence(tmp_path):
-    from strategies.trial import PrintReporter, run_trial
+    from strategies.reporting import PrintReporter
+    from strategies.trial import run_trial
     from trainers import CheckpointError
 
     parent = tmp_path / "model.ckpt"

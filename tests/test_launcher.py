@@ -6,10 +6,10 @@ import subprocess
 import pytest
 import yaml
 
-from strategies.experiment_config import ConfigError, load_experiment_config
-from strategies.launcher import (
+from strategies.launch import ConfigError, load_experiment_config
+from strategies.reporting import decode_metric
+from strategies.launch import (
     create_experiment,
-    decode_metric,
     experiment_summary,
     listening_hosts,
     stop_experiment,

@@ -7,8 +7,8 @@ import nni
 import pytest
 import yaml
 
-from strategies.layer_pruning_tuner import LayerPruningTuner, parse_layer_pruning_args, step_edit
-from strategies.multi_trial import STATE_FILE
+from strategies.layer_pruning.tuner import LayerPruningTuner, parse_layer_pruning_args, step_edit
+from strategies.multi_trial.state import STATE_FILE
 from strategies.settings import SettingsError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from search_spaces import build_model, nash_start_spec, resbuilder_start_spec, resnet_spec
-from search_spaces.morphism_ops import (
+from search_spaces.edits.morphism_ops import (
     MORPHISM_OPS,
     Morphism,
     MorphismError,
@@ -19,7 +19,7 @@ from search_spaces.morphism_ops import (
     draw_morphism,
     draw_morphisms,
 )
-from search_spaces.morphisms import apply_morphisms
+from search_spaces.edits.morphisms import apply_morphisms
 from search_spaces.spec import ArchSpec, BlockSpec, HeadSpec, StageSpec, StemSpec
 
 torch.set_num_threads(1)

@@ -12,16 +12,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from strategies.launcher import listening_hosts, resume_experiment, stop_experiment, wait_for_experiment
-from strategies.multi_trial import STATE_FILE
+from strategies.launch import listening_hosts, resume_experiment, stop_experiment, wait_for_experiment
+from strategies.multi_trial.state import STATE_FILE
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_DATA = {"image_size": 12, "limit_train_batches": 4, "batch_size": 64, "num_workers": 0}
 
 
-def shortened(tmp_path: Path, name: str, **changes) -> Path:
+def shortened(tmp_path: Path, name: str, class_name: str | None = None, **changes) -> Path:
     config = yaml.safe_load((REPO / "nni_configs" / name).read_text())
     config["trialCodeDirectory"] = config["tuner"]["codeDirectory"] = str(REPO)
+    config["tuner"]["className"] = class_name or config["tuner"]["className"]
     config["experimentWorkingDirectory"] = str(tmp_path / "nni-experiments")
     config["tuner"]["classArgs"].update(TINY_DATA, **changes)
     path = tmp_path / name
@@ -40,7 +41,7 @@ def json_line(result: subprocess.CompletedProcess) -> dict:
 
 
 def loads_in_timm(export_dir: str, channels: int = 1, size: int = 12) -> list[int]:
-    code = (f"import search_spaces, timm, torch, json; m = timm.create_model('local-dir:{export_dir}', "
+    code = (f"import search_spaces.timm_entry, timm, torch, json; m = timm.create_model('local-dir:{export_dir}', "
             f"pretrained=True).eval(); print(json.dumps(list(m(torch.zeros(1, {channels}, {size}, {size})).shape)))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
     assert loaded.returncode == 0, loaded.stderr[-2000:]
@@ -76,8 +77,10 @@ def _state(path: Path) -> dict:
 
 @pytest.mark.e2e
 def test_hill_climbing_survives_a_killed_manager_and_retrains_no_finished_child(tmp_path):
-    config = shortened(tmp_path, "hill_climbing_quick.yml", start_widths=[4, 8, 8], pretrain_epochs=1, n_steps=2,
-                       n_neighbours=3, n_morphisms=2, epochs_neighbour=2, epochs_final=1)
+    # Created under the tuner's pre-package class path: NNI's dispatcher must find it on create and on resume.
+    config = shortened(tmp_path, "hill_climbing_quick.yml", class_name="strategies.hill_climbing_tuner.HillClimbingTuner",
+                       start_widths=[4, 8, 8], pretrain_epochs=1, n_steps=2, n_neighbours=3, n_morphisms=2,
+                       epochs_neighbour=2, epochs_final=1)
     created = subprocess.Popen([sys.executable, "-m", "strategies.cli", "create", "--config", str(config),
                                 "--port", "8795", "--keep"], cwd=REPO, stdout=subprocess.PIPE, text=True)
     first_line = created.stdout.readline()

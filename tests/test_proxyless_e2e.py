@@ -44,7 +44,7 @@ def test_quickstart_runs_on_the_real_manager_and_exports_a_timm_folder(tmp_path)
 
     # The export loads in a fresh process through timm (the CIFAR stem needs resnas' entry point).
     code = (
-        "import search_spaces, timm, torch, json, sys; "
+        "import search_spaces.timm_entry, timm, torch, json, sys; "
         f"m = timm.create_model('local-dir:{line['export_dir']}', pretrained=True).eval(); "
         "print(json.dumps(list(m(torch.zeros(1, 1, 12, 12)).shape)))"
     )

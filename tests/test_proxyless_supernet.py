@@ -1,16 +1,20 @@
 """The binary-gate supernet: exact estimator, phases that compute only what they need, argmax export,
 a FLOPs term that reaches alpha, and a resumable search loop."""
 
+from dataclasses import fields
+
 import pytest
 import torch
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace
 from torch import nn
 from torch.nn import functional as F
 
-from search_spaces import ScopedResNet50, build_model
-from strategies.binary_gates import BinaryGateChoice, install_binary_gates
-from strategies.gate_cost import expected_gflops
-from strategies.proxyless_search import ProxylessSearch, ProxylessSearchConfig
+from search_spaces import ScopedResNet50, build_model, resnet_spec
+from strategies.proxyless.binary_gates import BinaryGateChoice, install_binary_gates
+from strategies.proxyless.gate_cost import expected_gflops
+from strategies.proxyless import ProxylessSearchConfig, ProxylessSettings
+from strategies.proxyless.search import ProxylessSearch
+from strategies.settings import parse_settings
 
 
 class TinySpace(ModelSpace):
@@ -189,8 +193,41 @@ def test_corrupt_supernet_checkpoint_is_one_clear_error(tmp_path):
 
     path = tmp_path / "supernet.ckpt"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a readable resnas supernet checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable resnas checkpoint"):
         tiny_search().load(path)
+
+
+def test_a_model_checkpoint_is_refused_as_a_supernet_checkpoint(tmp_path):
+    from trainers.checkpoint import CheckpointError, save_checkpoint
+
+    save_checkpoint(tmp_path / "model.ckpt", build_model(resnet_spec(18, num_classes=10)))
+    with pytest.raises(CheckpointError, match="is a resnas model checkpoint, not a supernet one"):
+        tiny_search().load(tmp_path / "model.ckpt")
+
+
+def test_the_search_config_takes_every_shared_setting_seed_included():
+    changed = dict(lr=0.01, momentum=0.8, weight_decay=1e-4, arch_lr=2e-3, arch_weight_decay=1e-3,
+                   arch_update_every=2, gradient_estimator="full", flops_penalty=0.1, seed=7)
+    settings = parse_settings(ProxylessSettings, {**changed, "search_epochs": 9}, "test")
+    config = ProxylessSearchConfig.from_settings(settings, (3, 16, 16))
+    shared = {field.name for field in fields(ProxylessSearchConfig) if hasattr(settings, field.name)}
+    assert shared == set(changed)  # a new shared field must be added to `changed` to be checked
+    for name, value in changed.items():
+        assert getattr(config, name) == value != getattr(ProxylessSearchConfig(), name), name
+    assert (config.total_epochs, config.input_size) == (9, (3, 16, 16))
+
+
+def test_two_seeds_sample_different_paths():
+    def paths(seed):
+        search = tiny_search(seed=seed)
+        drawn = []
+        for _ in range(8):
+            search.bank.resample("weight", search.generator)
+            drawn.append(dict(search.bank.active))
+        return drawn
+
+    assert paths(0) == paths(0)
+    assert paths(0) != paths(1)
 
 
 def test_two_path_update_leaves_the_unsampled_candidates_probability_unchanged():

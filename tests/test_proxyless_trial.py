@@ -10,10 +10,11 @@ import pytest
 import torch
 import yaml
 
-from strategies.gate_trajectory import GateTrajectory, SearchExit, normalised_entropy
-from strategies.proxyless_tuner import ProxylessTuner, parse_tuner_args
+from strategies.proxyless.trajectory import GateTrajectory, SearchExit, normalised_entropy
+from strategies.proxyless import ProxylessTuner, parse_tuner_args
 from strategies.settings import SettingsError
-from strategies.trial import PrintReporter, run_trial
+from strategies.reporting import PrintReporter
+from strategies.trial import run_trial
 
 REPO = Path(__file__).resolve().parents[1]
 SCOPE_CONFIGS = [REPO / "nni_configs" / f"proxyless_scope_{scope}.yml" for scope in "smlf"]
@@ -113,7 +114,7 @@ def test_an_interrupted_search_resumes_from_its_last_epoch(tmp_path):
     first = PrintReporter()
     run_trial(parameters, tmp_path, first)
     # Pretend the trial died after epoch 1: keep a checkpoint that says so, then run the same trial again.
-    from strategies.proxyless_search import ProxylessSearch  # noqa: F401
+    from strategies.proxyless.search import ProxylessSearch  # noqa: F401
     state = torch.load(tmp_path / "supernet.ckpt", weights_only=True)
     state["extra"]["epoch"] = state["epoch"] = 1
     torch.save(state, tmp_path / "supernet.ckpt")

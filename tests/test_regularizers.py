@@ -9,7 +9,6 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from search_spaces import BlockSpec, build_model, measure_cost, nash_start_spec, resbuilder_start_spec, resnet_spec
-from search_spaces.width_groups import width_groups
 from trainers.regularizers import (
     MorphNetPenalty,
     alive_widths,
@@ -102,14 +101,6 @@ def test_with_every_gamma_one_the_penalty_is_twice_the_flops(spec, input_size):
     penalty = MorphNetPenalty(spec, input_size)
     assert penalty(model).item() == pytest.approx(2 * report.flops - layers["conv1"] - layers["fc"], rel=1e-6)
     assert penalty.alive_flops(model) == report.flops
-
-
-@pytest.mark.parametrize("spec", [tiny_resnet18(), rb0_with_one_block(), nash_start_spec(widths=(4, 6, 8)),
-                                  resnet_spec(50, width_multiplier=0.0625, stage_depths=(2, 1, 1, 1))])
-def test_the_penalty_and_the_width_step_see_the_same_groups(spec):
-    penalty = MorphNetPenalty(spec, (spec.in_channels, 16, 16))
-    from_spec = sorted(sorted(bn for _, bn in group.producers) for group in width_groups(spec))
-    assert sorted(sorted(members) for members in penalty.groups) == from_spec
 
 
 def test_gradients_reach_every_bn_weight():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from search_spaces import BlockSpec, build_model, measure_cost, nash_start_spec, resbuilder_start_spec, resnet_spec
-from search_spaces.resbuilder_edits import (
+from search_spaces.edits.resbuilder import (
     INIT_MEAN_ABS,
     insert_random_block,
     morphnet_width_step,
@@ -17,7 +17,7 @@ from search_spaces.resbuilder_edits import (
     scaled_widths,
     stream_width,
 )
-from search_spaces.width_groups import spec_with_widths, width_groups
+from search_spaces.edits.width_groups import spec_with_widths, width_groups
 
 
 pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")

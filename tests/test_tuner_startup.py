@@ -9,9 +9,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from search_spaces.morphism_ops import MORPHISM_OPS
-from strategies.hill_climbing_settings import MORPHISMS
-
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "nni_configs").glob("*.yml"))
 
@@ -29,7 +26,3 @@ def test_the_tuner_starts_without_heavy_imports(config, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
-
-
-def test_the_settings_list_of_morphisms_is_the_morphism_modules():
-    assert MORPHISMS == MORPHISM_OPS

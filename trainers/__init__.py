@@ -10,9 +10,10 @@ import importlib
 from typing import Any
 
 _NAMES = {
-    "checkpoint": ("CheckpointError", "load_checkpoint", "save_checkpoint"),
-    "datamodule": ("AUGMENTS", "ClassificationDataModule", "build_transform", "make_datamodule"),
-    "datasets": ("DATASETS", "DataError", "DatasetInfo", "dataset_info"),
+    "checkpoint": ("CheckpointError", "load_checkpoint", "read_checkpoint", "save_checkpoint", "write_checkpoint"),
+    "datamodule": ("ClassificationDataModule", "build_transform", "make_datamodule"),
+    "datasets": ("AUGMENTS", "Augment", "DATASETS", "DataError", "DatasetInfo", "dataset_info"),
+    "device": ("lightning_accelerator", "training_device"),
     "fitting": ("FitResult", "evaluate", "fit"),
     "system": ("ClassificationSystem", "OptimConfig", "TrainingDivergedError"),
 }

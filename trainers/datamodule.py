@@ -4,17 +4,13 @@ and the papers' augmentations. The test split is never used to make search decis
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
-
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
-from .datasets import DataError, DatasetInfo, dataset_entry, dataset_info, resize_images
+from .datasets import AUGMENTS, Augment, DataError, DatasetInfo, dataset_entry, dataset_info, resize_images
 
-Augment = Literal["default", "none", "crop", "shift", "resized_crop"]
-AUGMENTS: tuple[str, ...] = ("default", "none", "crop", "shift", "resized_crop")
 
 
 def build_transform(info: DatasetInfo, image_size: int, augment: str, train: bool) -> v2.Compose:

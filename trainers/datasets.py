@@ -1,17 +1,24 @@
 """The dataset registry: static facts per dataset and how to read its train/test images.
 
 In-memory datasets (digits, CIFAR, MNIST family) are held as uint8 tensors N x C x H x W; folders of images
-are read lazily. Nothing here decides a split or an augmentation (see datamodule.py).
+are read lazily. Nothing here decides a split or applies an augmentation (see datamodule.py); the augmentation
+names live here so that settings (torch-free) and the data module read one list.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Literal, get_args
 
 if TYPE_CHECKING:  # torch is imported where images are read: validating a config (NNI's tuner process) needs none
     import torch
+
+
+# default: the dataset's own (DatasetInfo.default_augment); crop: pad-4 random crops; shift: 10% random shifts;
+# resized_crop: random crops resized to the input size. Horizontal flips come with each where labels allow.
+Augment = Literal["default", "none", "crop", "shift", "resized_crop"]
+AUGMENTS: tuple[str, ...] = get_args(Augment)
 
 
 class DataError(ValueError):
@@ -27,7 +34,7 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     flip: bool  # horizontal flips are label-preserving (not for digits and letters)
-    default_augment: str
+    default_augment: Augment
     expected_path: str  # where the files must be, relative to data_dir ("" when shipped)
 
 

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .checkpoint import save_checkpoint
+from .device import lightning_accelerator
 from .system import ClassificationSystem, ExtraLoss, OptimConfig
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -65,7 +66,7 @@ def fit(
     extra_losses: Sequence[ExtraLoss] = (),
     on_epoch_end: EpochCallback | None = None,
     seed: int = 0,
-    accelerator: str = "auto",
+    accelerator: str | None = None,
     devices: int | str = 1,
     limit_train_batches: int | float | None = None,
     limit_val_batches: int | float | None = None,
@@ -79,7 +80,7 @@ def fit(
     reporter = _EpochReporter(on_epoch_end)
     trainer = pl.Trainer(
         max_epochs=epochs,
-        accelerator=accelerator,
+        accelerator=accelerator or lightning_accelerator(),  # None: the GPU a trial was given, else CPU
         devices=devices,
         logger=False,
         enable_checkpointing=False,

@@ -17,23 +17,23 @@ logits have no scales either: the second sum is 0 and alive = classes. Channels 
 residual shortcut are one channel each: per channel the group's scale is the max over its BNs' |gamma|
 (MorphNet's grouping default).
 
-Deliberately no `search_spaces` import (it pulls in NNI; trainers stay NNI-free): the spec is read by
-attribute, as trainers/checkpoint.py does. search_spaces/width_groups.py walks the same groups for the
-width step; tests/test_regularizers.py checks that the two walks agree.
+The groups are search_spaces.edits.width_groups' (the ones MorphNet's width step narrows), and each conv's
+C_j is its FLOPs from search_spaces.cost divided by its channel pairs: one walk and one FLOP count for both.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from .system import ExtraLoss
+from search_spaces.builder import build_model
+from search_spaces.cost import measure_cost
+from search_spaces.edits.width_groups import width_groups
+from search_spaces.spec import ArchSpec
 
-if TYPE_CHECKING:
-    from search_spaces.spec import ArchSpec
+from .system import ExtraLoss
 
 LAYER_LASSO = "layer_lasso"
 MORPHNET = "morphnet"
@@ -82,11 +82,6 @@ class ConvCost:
     out_group: int | None  # None = the logits
 
 
-def _conv_size(size: int, stride: int) -> int:
-    # a k x k conv with padding k // 2 (k odd), as search_spaces.blocks.conv2d builds it
-    return (size - 1) // stride + 1
-
-
 class MorphNetPenalty:
     """G_M of networks built from one ArchSpec; the conv graph and spatial sizes are worked out once.
 
@@ -97,54 +92,25 @@ class MorphNetPenalty:
         self.threshold = threshold
         self.in_channels = spec.in_channels
         self.num_classes = spec.head.num_classes
-        self.groups: list[list[str]] = []  # BN module names whose outputs share channels
+        groups = width_groups(spec)
+        self.groups: list[list[str]] = [[bn for _, bn in group.producers] for group in groups]  # BNs sharing channels
+        in_group: dict[str, int] = {}
+        out_group: dict[str, int] = {}
+        for index, group in enumerate(groups):
+            out_group.update({conv: index for conv, _ in group.producers})
+            in_group.update({consumer: index for consumer in group.consumers})
+        with torch.device("meta"):  # shapes only: no weights are allocated
+            model = build_model(spec, zero_init_last=False)
+        flops = {layer.name: layer.flops for layer in measure_cost(model, input_size).layers}
         self.convs: list[ConvCost] = []
-        self._walk(spec, input_size)
-
-    def _new_group(self, *members: str) -> int:
-        self.groups.append(list(members))
-        return len(self.groups) - 1
-
-    def _add(self, name: str, kernel: int, size: tuple[int, int], in_group: int | None, out_group: int | None):
-        self.convs.append(ConvCost(name, 2 * kernel * kernel * size[0] * size[1], in_group, out_group))
-
-    def _walk(self, spec: ArchSpec, input_size: tuple[int, int, int]) -> None:
-        stem = spec.stem
-        height, width = (_conv_size(n, stem.stride) for n in input_size[1:])
-        stream = self._new_group("bn1")
-        self._add("conv1", stem.kernel_size, (height, width), None, stream)
-        if stem.max_pool:  # 3x3, stride 2, padding 1
-            height, width = _conv_size(height, 2), _conv_size(width, 2)
-        for stage_index, stage in enumerate(spec.stages, start=1):
-            if stage.pool != "none":  # 2x2, stride 2, no padding
-                height, width = height // 2, width // 2
-            for block_index, block in enumerate(stage.blocks):
-                prefix = f"layer{stage_index}.{block_index}"
-                strided = (_conv_size(height, block.stride), _conv_size(width, block.stride))
-                if block.kind == "conv":
-                    output = self._new_group(f"{prefix}.bn1")
-                    self._add(f"{prefix}.conv1", block.kernel_size, strided, stream, output)
-                    stream, (height, width) = output, strided
-                    continue
-                last = len(block.widths)
-                if block.projection:
-                    output = self._new_group(f"{prefix}.bn{last}", f"{prefix}.downsample.1")
-                    self._add(f"{prefix}.downsample.0", 1, strided, stream, output)
-                else:
-                    output = stream
-                    self.groups[stream].append(f"{prefix}.bn{last}")
-                # bottleneck: 1x1, k x k (strided), 1x1; basic: k x k (strided), k x k
-                kernels = (1, block.kernel_size, 1) if block.kind == "bottleneck" else (block.kernel_size,) * 2
-                stride_at = 1 if block.kind == "bottleneck" else 0
-                previous, size = stream, (height, width)
-                for index, kernel in enumerate(kernels):
-                    if index == stride_at:
-                        size = strided
-                    group = output if index == last - 1 else self._new_group(f"{prefix}.bn{index + 1}")
-                    self._add(f"{prefix}.conv{index + 1}", kernel, size, previous, group)
-                    previous = group
-                stream, (height, width) = output, strided
-        self._add("fc", 1, (1, 1), stream, None)
+        for name, module in model.named_modules():
+            if isinstance(module, nn.Conv2d):
+                pairs = module.in_channels * module.out_channels
+            elif isinstance(module, nn.Linear):
+                pairs = module.in_features * module.out_features
+            else:
+                continue
+            self.convs.append(ConvCost(name, flops[name] // pairs, in_group.get(name), out_group.get(name)))
 
     # ---- per step -------------------------------------------------------------------------------------------
     def group_scales(self, model: nn.Module) -> list[torch.Tensor]:

@@ -1,0 +1,278 @@
+"""NNI model spaces over the ResNet family, each with `to_spec(sample) -> ArchSpec`.
+
+NNI's magic (ModelSpace, LayerChoice, Repeat) stays in this package: the rest of resnas sees ArchSpecs.
+
+- Labels are named by position without dots ("layer3_2_kernel", "layer2_depth"): NNI's DARTS registers
+  labels as parameter names and refuses a dot.
+- A sample is what NNI 3.0 strategies export: {label: value}; a kernel value is the candidate name "k3"/"k5",
+  an activation value its name ("mish"), a depth an int. Extra keys are ignored: NNI's Proxyless adds its
+  own per-block gates ("layer2_depth/in_repeat_1": "0"/"1") beside the depth label.
+- Every module that holds weights keeps the name the builder gives it (`layer3.2.conv2` is the LayerChoice
+  holding the candidates; a frozen Repeat is a Sequential named like a builder Stage), so the state dict
+  of `space.freeze(sample)` loads strictly into `build_model(space.to_spec(sample))`.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+# NNI 3.0 walks torch.nn at import and warns about every class newer than itself (harmless noise).
+warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module", category=RuntimeWarning)
+from nni.nas.nn.pytorch import LayerChoice, ModelSpace, Repeat  # noqa: E402
+from torch import nn  # noqa: E402
+
+from ..blocks import BasicBlock, Bottleneck, activation_layer, conv2d  # noqa: E402
+from ..builder import Stage, add_head, add_stem, forward_features, forward_head, init_resnet_weights  # noqa: E402
+from ..scopes import SCOPES  # noqa: E402
+from ..spec import STEMS, ArchSpec, HeadSpec, SpecError, StageSpec, residual_stage, resnet_spec  # noqa: E402
+
+BLOCK_TYPES: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+ChoiceLabels = list[tuple[str, list[Any]]]
+
+
+def kernel_name(kernel_size: int) -> str:
+    """The LayerChoice candidate name (and sample value) of a middle-conv kernel size."""
+    return f"k{kernel_size}"
+
+
+def candidate_activation(name: str) -> nn.Module:
+    # Never in-place inside a LayerChoice: NNI's DARTS runs every candidate on the same input tensor and
+    # Proxyless re-runs the others on the saved input in backward, so an in-place ReLU would feed relu(x)
+    # to the other candidates. Same function and parameters as the builder's in-place ReLU.
+    return activation_layer(name)()
+
+
+def _residual_block(kind: str, spec, in_channels: int) -> nn.Module:
+    return BLOCK_TYPES[kind](in_channels, spec.widths, spec.kernel_size, spec.stride, spec.activation, spec.projection)
+
+
+def _sample_value(sample: dict, label: str, values: list, where: str) -> Any:
+    if label not in sample:
+        raise SpecError(f"the sample has no value for {label!r}; sample every label of {where}.choice_labels().")
+    value = sample[label]
+    if value not in values:
+        raise SpecError(f"{label}={value!r} is not a candidate of this {where}; use one of {values}.")
+    return value
+
+
+class ScopedResNet50(ModelSpace):
+    """ResNet-50 whose bottlenecks inside `scope` choose their middle-conv kernel and their activation.
+
+    Each searched block carries two decisions: `layerS_B_kernel` (the LayerChoice at `layerS.B.conv2`,
+    candidates "k3", "k5", ...) and `layerS_B_act` (LayerChoices at act1, act2 and act3 sharing that one
+    label: NNI 3.0 merges mutables of equal label into one decision, in `simplify()`, `random()`, `freeze()`,
+    and DARTS/Proxyless give the label one alpha and one sampled path). Blocks outside the scope stay k3/ReLU.
+    """
+
+    def __init__(
+        self,
+        scope: str,
+        kernels: tuple[int, ...] = (3, 5),
+        activations: tuple[str, ...] = ("relu", "leaky_relu", "mish"),
+        num_classes: int = 10,
+        stem: str = "imagenet",
+        width_multiplier: float = 1.0,
+        in_channels: int = 3,
+    ):
+        super().__init__()
+        if scope not in SCOPES:
+            raise SpecError(f"unknown search scope {scope!r}; use one of s, m, l, f (last 1, 2, 3 or all 4 stages).")
+        for activation in activations:
+            activation_layer(activation)  # unknown names raise with the valid list
+        for kernel in kernels:
+            if not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
+                raise SpecError(f"kernel size {kernel!r} must be a positive odd integer (1, 3, 5, 7).")
+        if not kernels or not activations:
+            raise SpecError("a ScopedResNet50 needs at least one kernel and one activation candidate.")
+        self.scope = scope
+        self.kernels = tuple(kernels)
+        self.activations = tuple(activations)
+        self.base_spec = resnet_spec(
+            50, num_classes=num_classes, stem=stem, width_multiplier=width_multiplier, in_channels=in_channels
+        )
+        add_stem(self, self.base_spec)
+        channels = self.base_spec.stem.out_channels
+        self.stage_names = []
+        for stage_index, stage in enumerate(self.base_spec.stages, start=1):
+            blocks = []
+            for block_index, block in enumerate(stage.blocks):
+                module = _residual_block("bottleneck", block, channels)
+                if stage_index in SCOPES[scope]:
+                    self._make_searchable(module, block, f"layer{stage_index}_{block_index}")
+                blocks.append(module)
+                channels = block.out_channels
+            self.add_module(f"layer{stage_index}", Stage(stage.pool, blocks))
+            self.stage_names.append(f"layer{stage_index}")
+        add_head(self, self.base_spec)
+        init_resnet_weights(self)
+
+    def _make_searchable(self, module: Bottleneck, block, prefix: str) -> None:
+        module.conv2 = LayerChoice(
+            {kernel_name(k): conv2d(block.widths[0], block.widths[1], k, block.stride) for k in self.kernels},
+            label=f"{prefix}_kernel",
+        )
+        for site in ("act1", "act2", "act3"):
+            choice = LayerChoice({name: candidate_activation(name) for name in self.activations}, label=f"{prefix}_act")
+            setattr(module, site, choice)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return forward_head(self, forward_features(self, x))
+
+    def choice_labels(self) -> ChoiceLabels:
+        """(label, candidate values) of every decision, in forward order: kernel then activation per block."""
+        labels = []
+        for stage_index, block_index, _ in self._searched_blocks():
+            prefix = f"layer{stage_index}_{block_index}"
+            labels.append((f"{prefix}_kernel", [kernel_name(k) for k in self.kernels]))
+            labels.append((f"{prefix}_act", list(self.activations)))
+        return labels
+
+    def _searched_blocks(self):
+        for stage_index, block_index, block in self.base_spec.iter_blocks():
+            if stage_index in SCOPES[self.scope]:
+                yield stage_index, block_index, block
+
+    def to_spec(self, sample: dict) -> ArchSpec:
+        """The ArchSpec of the path `sample` (label -> candidate name) picks."""
+        spec = self.base_spec
+        kernels = {kernel_name(k): k for k in self.kernels}
+        for stage_index, block_index, block in self._searched_blocks():
+            prefix = f"layer{stage_index}_{block_index}"
+            kernel = _sample_value(sample, f"{prefix}_kernel", list(kernels), "ScopedResNet50")
+            activation = _sample_value(sample, f"{prefix}_act", list(self.activations), "ScopedResNet50")
+            block = replace(block, kernel_size=kernels[kernel], activation=activation)
+            spec = spec.replace_block(stage_index, block_index, block)
+        return spec
+
+
+class DepthResNet(ModelSpace):
+    """A ResNet whose stages each choose their depth (NNI `Repeat`, label `layerS_depth`) within bounds.
+
+    Stage S has `widths[S-1]` planes (basic: two convs of that width; bottleneck: planes, planes, 4*planes);
+    the first block of stages 2.. has stride 2 (torchvision layout). A sample keeps the first `depth` blocks of
+    each stage. A stage with a fixed depth (min == max) is a plain builder Stage and has no label.
+    A stage may be empty (min 0) only when its blocks keep the shape (stride 1, channels in == out, as
+    layer1 of a basic-block ResNet): otherwise the next stage's first block, built for this stage's output
+    channels, would receive the previous stage's, and no static supernet can hold both.
+    """
+
+    def __init__(
+        self,
+        depth_ranges: tuple[tuple[int, int], ...] = ((1, 3), (1, 4), (1, 6), (1, 3)),
+        block: str = "basic",
+        widths: tuple[int, ...] | None = None,
+        num_classes: int = 10,
+        stem: str = "cifar",
+        width_multiplier: float = 1.0,
+        in_channels: int = 3,
+    ):
+        super().__init__()
+        if block not in BLOCK_TYPES:
+            raise SpecError(f"unknown block {block!r}; use one of {', '.join(BLOCK_TYPES)}.")
+        if stem not in STEMS:
+            raise SpecError(f"unknown stem {stem!r}; use one of {', '.join(STEMS)}.")
+        self.depth_ranges = tuple((int(low), int(high)) for low, high in depth_ranges)
+        if not self.depth_ranges:
+            raise SpecError("a DepthResNet needs at least one stage; give one (min, max) depth per stage.")
+        for stage_index, (low, high) in enumerate(self.depth_ranges, start=1):
+            if not 0 <= low <= high or high < 1:
+                raise SpecError(
+                    f"layer{stage_index}: depth range ({low}, {high}) must satisfy 0 <= min <= max and max >= 1."
+                )
+        base = max(1, round(64 * width_multiplier))
+        widths = tuple(widths) if widths is not None else tuple(base * 2**i for i in range(len(self.depth_ranges)))
+        if len(widths) != len(self.depth_ranges):
+            raise SpecError(f"{len(widths)} widths for {len(self.depth_ranges)} stages; give one width per stage.")
+        self.block = block
+        self.base_spec = self._widest_spec(block, widths, num_classes, stem, in_channels)
+
+        add_stem(self, self.base_spec)
+        self.stage_names = []
+        channels = self.base_spec.stem.out_channels
+        for stage_index, (stage, (low, high)) in enumerate(zip(self.base_spec.stages, self.depth_ranges), start=1):
+            first = stage.blocks[0]
+            if low == 0 and first.projection:
+                raise SpecError(
+                    f"layer{stage_index} changes the shape ({channels} -> {first.out_channels} channels, "
+                    f"stride {first.stride}) so it cannot be empty; use a min depth of at least 1 there."
+                )
+            in_channels_of = [channels] + [b.out_channels for b in stage.blocks[:-1]]
+            modules = [_residual_block(block, spec, c) for spec, c in zip(stage.blocks, in_channels_of)]
+            if low == high:
+                self.add_module(f"layer{stage_index}", Stage(stage.pool, modules))
+            else:
+                self.add_module(f"layer{stage_index}", Repeat(modules, (low, high), label=f"layer{stage_index}_depth"))
+            self.stage_names.append(f"layer{stage_index}")
+            channels = stage.blocks[-1].out_channels
+        add_head(self, self.base_spec)
+        init_resnet_weights(self)
+
+    def _widest_spec(
+        self, block: str, widths: tuple[int, ...], num_classes: int, stem: str, in_channels: int
+    ) -> ArchSpec:
+        stem_spec = replace(STEMS[stem], out_channels=widths[0])
+        stages, channels = [], widths[0]
+        for index, ((_, high), planes) in enumerate(zip(self.depth_ranges, widths)):
+            stages.append(residual_stage(block, high, channels, planes, stride=1 if index == 0 else 2))
+            channels = stages[-1].blocks[-1].out_channels
+        return ArchSpec(stem=stem_spec, stages=tuple(stages), head=HeadSpec(num_classes), in_channels=in_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return forward_head(self, forward_features(self, x))
+
+    def extra_oneshot_hooks(self, strategy: Any) -> list:
+        """NNI's one-shot strategies ask the space for extra mutation hooks; DARTS needs one (see below)."""
+        from nni.nas.strategy import DARTS, Proxyless
+
+        if isinstance(strategy, DARTS) and not isinstance(strategy, Proxyless):  # GumbelDARTS is a DARTS too
+            return [_darts_repeat_class().mutate]
+        return []
+
+    def choice_labels(self) -> ChoiceLabels:
+        """(label, candidate depths) of every variable stage, in forward order."""
+        return [
+            (f"layer{index}_depth", list(range(low, high + 1)))
+            for index, (low, high) in enumerate(self.depth_ranges, start=1)
+            if low != high
+        ]
+
+    def to_spec(self, sample: dict) -> ArchSpec:
+        """The ArchSpec of the sampled depths (label -> int); fixed stages keep their depth."""
+        depths = [high for _, high in self.depth_ranges]
+        for label, values in self.choice_labels():
+            depths[int(label[len("layer") : -len("_depth")]) - 1] = _sample_value(sample, label, values, "DepthResNet")
+        stages = tuple(
+            StageSpec(blocks=stage.blocks[:depth], pool=stage.pool)
+            for stage, depth in zip(self.base_spec.stages, depths)
+        )
+        return replace(self.base_spec, stages=stages)
+
+
+@functools.cache  # one class, built on first use: the one-shot package imports Lightning, which tuners never need
+def _darts_repeat_class() -> type:
+    """NNI 3.0's DifferentiableMixedRepeat with the empty stage in its mixture.
+
+    NNI's forward sums w_d * (output after d blocks) over d >= 1 only (`enumerate(blocks, start=1)`), so with
+    min depth 0 the identity path w_0 * x is silently missing and the stage output shrinks by w_0.
+    """
+    from nni.nas.oneshot.pytorch.supermodule._expression_utils import traverse_all_options, weighted_sum
+    from nni.nas.oneshot.pytorch.supermodule.differentiable import DifferentiableMixedRepeat
+
+    class DartsRepeatWithEmptyStage(DifferentiableMixedRepeat):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            weights = {label: self._softmax(alpha) for label, alpha in self._arch_alpha.items()}
+            depth_weights = dict(traverse_all_options(self.depth_choice, weights=weights))
+            outputs, output_weights = ([x], [depth_weights[0]]) if 0 in depth_weights else ([], [])
+            for depth, block in enumerate(self.blocks, start=1):
+                x = block(x)
+                if depth in depth_weights:
+                    outputs.append(x)
+                    output_weights.append(depth_weights[depth])
+            return weighted_sum(outputs, output_weights)
+
+    return DartsRepeatWithEmptyStage

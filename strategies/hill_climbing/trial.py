@@ -1,0 +1,111 @@
+"""One NASH job: pretrain the start net, train one child, or give the best net its final training.
+
+Parameters (from HillClimbingTuner): kind (start | child | final), settings, epochs, out_dir, and for children
+`parent` (a checkpoint) + `morphisms`; for the final job `parent` (the best) and `start` (the start net).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from search_spaces.builder import build_model
+from search_spaces.edits.morphism_ops import Morphism
+from search_spaces.edits.morphisms import apply_morphisms
+from search_spaces.spec import ArchSpec, nash_start_spec
+from trainers import DatasetInfo, OptimConfig, evaluate
+
+from ..data import make_job_datamodule
+from ..multi_trial.job_files import finished_result, write_result
+from ..multi_trial.job_trial import (
+    build_with_weights,
+    cost_facts,
+    load_job_model,
+    load_start_spec,
+    save_job_model,
+    test_and_export,
+    train,
+)
+from ..reporting import Reporter
+from ..settings import SettingsError, parse_settings
+from .settings import HillClimbingSettings
+
+logger = logging.getLogger(__name__)
+
+
+def start_spec(settings: HillClimbingSettings) -> ArchSpec:
+    """The paper's start net ("nash": conv-maxpool-conv-maxpool-conv-fc at start_widths) or an ArchSpec file."""
+
+    def nash(info: DatasetInfo) -> ArchSpec:
+        return nash_start_spec(info.num_classes, tuple(settings.start_widths), info.in_channels)
+
+    return load_start_spec(settings.start, {"nash": nash}, settings)
+
+
+def sgdr_optim(settings: HillClimbingSettings) -> OptimConfig:
+    """NASH's SGDR run: cosine annealing from lr_start to lr_end over the run's epochs, restarted per run."""
+    return OptimConfig(optimizer="sgd", lr=settings.lr_start, lr_min=settings.lr_end, momentum=settings.momentum,
+                       nesterov=True, weight_decay=settings.weight_decay, schedule="cosine")
+
+
+def run_hill_climbing_trial(parameters: dict[str, Any], output_dir: Path, reporter: Reporter) -> dict[str, Any]:
+    out_dir = Path(parameters.get("out_dir") or output_dir)
+    done = finished_result(out_dir)
+    if done is not None:  # re-issued after a resume: report what was computed, train nothing
+        logger.info("%s finished before; reporting its result again", out_dir)
+        reporter.final(done)
+        return done
+    settings = parse_settings(HillClimbingSettings, parameters.get("settings"), "trial parameters")
+    kind, epochs = parameters.get("kind"), int(parameters["epochs"])
+    torch.manual_seed(settings.seed)
+    datamodule = make_job_datamodule(settings)
+    optim = sgdr_optim(settings)
+
+    if kind == "start":
+        spec = start_spec(settings)
+        model, facts = build_model(spec), {}
+    elif kind in ("child", "final"):
+        spec, state_dict = load_job_model(parameters["parent"])
+        morphisms = [Morphism.from_dict(item) for item in parameters.get("morphisms", [])]
+        spec, state_dict = apply_morphisms(spec, state_dict, morphisms)
+        model = build_with_weights(spec, state_dict)
+        facts = {"parent": parameters.get("parent_job"), "morphisms": [m.op for m in morphisms]}
+    else:
+        raise SettingsError(f"unknown hill-climbing job kind {kind!r}; use start, child or final.")
+
+    fitted = train(model, datamodule, settings, optim, epochs, reporter) if epochs > 0 else None
+    val_accuracy = fitted.final_val_accuracy if fitted else evaluate(model, datamodule, split="val")["accuracy"]
+    save_job_model(out_dir, model, spec, extra={"job": parameters.get("job"), "epochs": epochs})
+    result = {
+        "default": val_accuracy,
+        "val_accuracy": val_accuracy,
+        "job": parameters.get("job"),
+        "train_seconds": round(fitted.seconds, 1) if fitted else 0.0,
+        **cost_facts(spec, settings),
+        **facts,
+    }
+    if kind == "final":
+        result.update(_final_facts(model, spec, datamodule, settings, out_dir, parameters["start"]))
+    write_result(out_dir, result)
+    reporter.final(result)
+    return result
+
+
+def _final_facts(model, spec: ArchSpec, datamodule, settings: HillClimbingSettings, out_dir: Path,
+                 start_checkpoint: str) -> dict[str, Any]:
+    """`default` becomes the test accuracy; `start_default` is the start net's, measured the same way."""
+    tested = test_and_export(model, spec, datamodule, settings, out_dir)
+    start_spec_, start_weights = load_job_model(start_checkpoint)
+    start_model = build_with_weights(start_spec_, start_weights)
+    start_test = evaluate(start_model, datamodule, split="test")["accuracy"]
+    start_val = evaluate(start_model, datamodule, split="val")["accuracy"]
+    return {
+        "default": tested["test_accuracy"],
+        "start_default": start_test,
+        "start_val_accuracy": start_val,
+        "start_params": cost_facts(start_spec_, settings)["params"],
+        **tested,
+    }

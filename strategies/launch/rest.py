@@ -1,0 +1,115 @@
+"""Follow a running experiment over NNI's REST API (on 127.0.0.1): its status, trials, summary, and waiting."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..multi_trial.state import STATE_FILE, load_state
+from ..reporting import decode_metric
+
+FINAL_TRIAL_STATES = {"SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED"}
+FINAL_EXPERIMENT_STATES = {"DONE", "STOPPED", "ERROR"}
+
+
+class LaunchError(RuntimeError):
+    """The experiment could not be started or followed; one sentence naming the fix."""
+
+
+@dataclass
+class ExperimentHandle:
+    id: str
+    port: int
+    bind_host: str
+    config_path: Path
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.bind_host in ("127.0.0.1", "0.0.0.0", "") else self.bind_host
+        return f"http://{host}:{self.port}"
+
+
+def rest(port: int, route: str, timeout: float = 10.0) -> Any:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/nni/{route}", timeout=timeout) as response:
+        return json.loads(response.read().decode() or "null")
+
+
+def trial_jobs(handle: ExperimentHandle) -> list[dict]:
+    return rest(handle.port, "trial-jobs") or []
+
+
+def experiment_status(handle: ExperimentHandle) -> str:
+    return rest(handle.port, "check-status")["status"]
+
+
+def experiment_dir(handle: ExperimentHandle) -> Path:
+    """The experiment's folder (experimentWorkingDirectory/ID), where NNI keeps logs, trials and checkpoints."""
+    params = (rest(handle.port, "experiment") or {}).get("params") or {}
+    return Path(params.get("experimentWorkingDirectory") or "~/nni-experiments").expanduser() / handle.id
+
+
+def tuner_state(handle: ExperimentHandle) -> dict[str, Any] | None:
+    """A resnas multi-trial tuner's state file, or None for tuners without one (ProxylessTuner)."""
+    return load_state(experiment_dir(handle) / "checkpoint" / STATE_FILE)
+
+
+def wait_for_experiment(handle: ExperimentHandle, poll_seconds: float = 3.0, timeout: float | None = None) -> str:
+    """Block until the experiment is done (or has no more trials and none is running).
+
+    A multi-trial tuner says "no more trials" whenever it waits for a step's trials, so between two steps
+    every trial has ended for a moment; for those tuners the search is over only when their state says so.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        status = experiment_status(handle)
+        trials = trial_jobs(handle)
+        all_ended = trials and all(trial["status"] in FINAL_TRIAL_STATES for trial in trials)
+        if status in FINAL_EXPERIMENT_STATES:
+            return status
+        if "NO_MORE_TRIAL" in status and all_ended:
+            state = tuner_state(handle)
+            if state is None or state.get("finished"):
+                return status
+        if deadline is not None and time.monotonic() > deadline:
+            raise LaunchError(f"experiment {handle.id} still {status} after {timeout:.0f} s; see {handle.url}.")
+        time.sleep(poll_seconds)
+
+
+def _final_metric(trial: dict) -> Any:
+    finals = trial.get("finalMetricData") or []
+    return decode_metric(finals[-1]["data"]) if finals else None
+
+
+def _score(metric: Any) -> float | None:
+    value = metric.get("default") if isinstance(metric, dict) else metric
+    return float(value) if isinstance(value, (int, float)) else None
+
+
+def experiment_summary(handle: ExperimentHandle, status: str | None = None) -> dict[str, Any]:
+    trials = []
+    for trial in trial_jobs(handle):
+        trials.append(
+            {
+                "id": trial.get("trialJobId"),
+                "status": trial.get("status"),
+                "final": _final_metric(trial),
+                "parameters": decode_metric((trial.get("hyperParameters") or [None])[-1]),
+            }
+        )
+    scored = [t for t in trials if t["status"] == "SUCCEEDED" and _score(t["final"]) is not None]
+    best = max(scored, key=lambda t: _score(t["final"]))["final"] if scored else None
+    state = tuner_state(handle)
+    if state is not None:  # a multi-trial search: its result is the final job's, not the best-scoring child's
+        best = state.get("summary")
+    return {
+        "experiment": handle.id,
+        "status": status or experiment_status(handle),
+        "dashboard": handle.url,
+        "trials": trials,
+        "best": best,
+        "export_dir": best.get("export_dir") if isinstance(best, dict) else None,
+    }

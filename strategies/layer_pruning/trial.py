@@ -1,0 +1,124 @@
+"""One ResBuilder job: a With Reg pipeline step, a No Reg RI / WI training, or the final test and export."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from search_spaces.builder import build_model
+from search_spaces.edits.resbuilder import insert_random_block, morphnet_width_step, remove_small_blocks
+from search_spaces.spec import ArchSpec, resbuilder_start_spec, resnet_spec
+from trainers import OptimConfig, evaluate
+from trainers.regularizers import layer_lasso_term, morphnet_term
+
+from ..data import input_size, make_job_datamodule
+from ..multi_trial.job_files import finished_result, write_result
+from ..multi_trial.job_trial import (
+    build_with_weights,
+    cost_facts,
+    load_job_model,
+    load_start_spec,
+    save_job_model,
+    test_and_export,
+    train,
+)
+from ..reporting import Reporter
+from ..settings import SettingsError, parse_settings
+from .settings import LayerPruningSettings
+
+logger = logging.getLogger(__name__)
+
+
+def start_spec(settings: LayerPruningSettings) -> ArchSpec:
+    """RB-0Net ("rb0"), ResNet-18 with the CIFAR stem ("rb_r18"), or an ArchSpec file."""
+    named = {
+        "rb0": lambda info: resbuilder_start_spec(info.num_classes, settings.start_width, info.in_channels),
+        "rb_r18": lambda info: resnet_spec(18, num_classes=info.num_classes, stem="cifar", in_channels=info.in_channels),
+    }
+    return load_start_spec(settings.start, named, settings)
+
+
+def shape_facts(spec: ArchSpec) -> dict[str, Any]:
+    """Depth counted like ResNet-18's 18 (convs on the main path + the dense layer), widths per layer."""
+    convs = {"conv": 1, "basic": 2, "bottleneck": 3}
+    first_stage = [spec.stem.out_channels] + [max(block.widths) for block in spec.stages[0].blocks]
+    return {
+        "depth": 1 + sum(convs[block.kind] for _, _, block in spec.iter_blocks()) + 1,
+        "blocks": sum(len(stage.blocks) for stage in spec.stages),
+        "widest_first_stage": max(first_stage),
+        "widths": [spec.stem.out_channels] + [list(block.widths) for _, _, block in spec.iter_blocks()],
+    }
+
+
+def run_layer_pruning_trial(parameters: dict[str, Any], output_dir: Path, reporter: Reporter) -> dict[str, Any]:
+    out_dir = Path(parameters.get("out_dir") or output_dir)
+    done = finished_result(out_dir)
+    if done is not None:  # re-issued after a resume: report what was computed, train nothing
+        reporter.final(done)
+        return done
+    settings = parse_settings(LayerPruningSettings, parameters.get("settings"), "trial parameters")
+    kind = parameters.get("kind")
+    torch.manual_seed(settings.seed)
+    datamodule = make_job_datamodule(settings)
+    if kind == "final":
+        result = _final(parameters, settings, datamodule, out_dir)
+    else:
+        spec, model, facts = _prepare(kind, parameters, settings)
+        optim = OptimConfig(optimizer="adam", lr=settings.lr, weight_decay=settings.weight_decay, schedule="none")
+        extra_losses = _regularizers(spec, settings) if kind == "with_reg" else []
+        fitted = train(model, datamodule, settings, optim, int(parameters["epochs"]), reporter,
+                       extra_losses=extra_losses, report_extra={"step": parameters["step"]})
+        save_job_model(out_dir, model, spec, extra={"job": parameters.get("job")})
+        result = {"default": fitted.final_val_accuracy, "val_accuracy": fitted.final_val_accuracy, "variant": kind,
+                  "step": parameters["step"], "job": parameters.get("job"), "zeta": settings.zeta,
+                  **cost_facts(spec, settings), **shape_facts(spec), **facts}
+    write_result(out_dir, result)
+    reporter.final(result)
+    return result
+
+
+def _prepare(kind: str, parameters: dict[str, Any], settings: LayerPruningSettings):
+    """The network this job trains, and what was done to get it."""
+    if kind == "with_reg":
+        if parameters.get("parent") is None:
+            spec = start_spec(settings)
+            return spec, build_model(spec), {"edit": "none"}
+        spec, state_dict = load_job_model(parameters["parent"])
+        facts: dict[str, Any] = {"edit": parameters["edit"], "removed": []}
+        if not settings.morphnet_only:  # greedy out: blocks LayerLasso drove below tau during the last step
+            spec, state_dict, facts["removed"] = remove_small_blocks(spec, state_dict, settings.tau_lasso)
+        if parameters["edit"] == "insert":
+            spec, state_dict, facts["inserted"] = insert_random_block(
+                spec, state_dict, random.Random(parameters["edit_seed"]))
+        elif parameters["edit"] == "morphnet":
+            spec, state_dict, facts["morphnet"] = morphnet_width_step(
+                spec, state_dict, input_size(settings), settings.zeta, settings.gamma_threshold)
+        return spec, build_with_weights(spec, state_dict), facts
+    spec, state_dict = load_job_model(parameters["source"])
+    if kind == "no_reg_ri":
+        return spec, build_model(spec), {}
+    if kind == "no_reg_wi":
+        return spec, build_with_weights(spec, state_dict), {}
+    raise SettingsError(f"unknown layer-pruning job kind {kind!r}; use with_reg, no_reg_ri, no_reg_wi or final.")
+
+
+def _regularizers(spec: ArchSpec, settings: LayerPruningSettings) -> list:
+    terms = [morphnet_term(settings.lambda_morphnet, spec, input_size(settings), settings.gamma_threshold)]
+    if not settings.morphnet_only:
+        terms.append(layer_lasso_term(settings.lambda_lasso))
+    return terms
+
+
+def _final(parameters: dict[str, Any], settings: LayerPruningSettings, datamodule, out_dir: Path) -> dict[str, Any]:
+    spec, state_dict = load_job_model(parameters["source"])
+    model = build_with_weights(spec, state_dict)
+    val_accuracy = evaluate(model, datamodule, split="val")["accuracy"]
+    tested = test_and_export(model, spec, datamodule, settings, out_dir)
+    source = parameters.get("source_result") or {}
+    return {"default": tested["test_accuracy"], "val_accuracy": val_accuracy, "zeta": settings.zeta,
+            "variant": source.get("variant"), "step": source.get("step"), "job": parameters.get("source_job"),
+            **cost_facts(spec, settings), **shape_facts(spec), **tested}

@@ -1,0 +1,211 @@
+"""MultiTrialTuner: the machinery the hill-climbing and layer-pruning tuners share.
+
+A search is a list of jobs (one NNI trial each), keyed by a stable name such as "step2/child3". The tuner keeps
+every job's status and result in one JSON state file, rewritten atomically after every event, so that after
+the manager is killed `nnictl resume ID` continues where it was: NNI hands finished trials back through
+`import_data` (never `save_checkpoint`), and the state file restores what NNI does not know (the current best,
+the lineage, which jobs were issued).
+
+Jobs are identified by their key inside the trial parameters, never by NNI's parameter ids, which change on
+resume. A job issued but not finished when the tuner restarts is issued again; trials are idempotent (a trial
+whose result file exists reports it and exits), so a re-issued finished job costs seconds, not a retraining.
+
+Subclasses decide; trials train:
+    first_jobs()  -> the jobs that start the search
+    next_jobs()   -> called after every event: jobs that can start now ([] if none); calls finish() when done
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+import nni
+from nni.tuner import Tuner
+
+from trainers.atomic import atomic_write_text
+
+from ..plotting import Figure
+from ..reporting import decode_metric
+from .job_files import MODEL_FILE
+from .state import DONE, ENDED, FAILED, ISSUED, PENDING, STATE_FILE, experiment_checkpoint_dir, load_state
+
+logger = logging.getLogger(__name__)
+
+class MultiTrialTuner(Tuner):
+    method: str = ""  # trial parameters carry it; strategies.trial picks the runner by it (methods.METHODS)
+    figure: Figure | None = None  # drawn beside the job folders after every step; `resnas plot` redraws it
+
+    def __init__(self, settings: Any, state_dir: str | Path | None = None):
+        self.settings = settings
+        self.state_dir = Path(state_dir) if state_dir else experiment_checkpoint_dir()
+        self.work_dir = self.state_dir / self.method  # job folders: checkpoints, specs, result files
+        self.state_path = self.state_dir / STATE_FILE
+        saved = load_state(self.state_path)
+        settings_json = json.loads(json.dumps(settings.to_dict()))  # tuples read back as lists
+        if saved is not None and saved.get("settings") == settings_json:
+            self.state = saved
+            for job in self.state["jobs"].values():
+                if job["status"] == ISSUED:  # its trial died with the manager, or NNI re-runs it: issue again
+                    job["status"] = PENDING
+            logger.info("resuming %s from %s", self.method, self.state_path)
+        else:
+            if saved is not None:
+                logger.warning("tuner state %s belongs to other settings; starting the search over", self.state_path)
+            self.state = {"method": self.method, "settings": settings_json, "jobs": {}, "order": [],
+                          "finished": False, "error": None, "summary": None}
+            self.add_jobs(self.first_jobs())
+        self._issued_ids: dict[int, str] = {}
+        # NNI asks for as many trials as have just ended; a request the tuner cannot fill is not repeated, so
+        # its parameter ids are kept ("credits") and used through NNI's st_callback once jobs become ready.
+        self._credits: list[int] = []
+        self._send_trial: Callable[[int, dict], None] | None = None
+        self.save()
+
+    # ---- to implement ---------------------------------------------------------------------------------------
+    def first_jobs(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def next_jobs(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def priority(self, key: str) -> int:
+        """Lower starts first when several jobs wait for a trial slot."""
+        return 0
+
+    # ---- jobs -------------------------------------------------------------------------------------------------
+    @property
+    def jobs(self) -> dict[str, dict[str, Any]]:
+        return self.state["jobs"]
+
+    def job_dir(self, key: str) -> Path:
+        return self.work_dir / key
+
+    def checkpoint(self, key: str) -> str:
+        """The model.ckpt a job's trial writes: what the next jobs start from."""
+        return str(self.job_dir(key) / MODEL_FILE)
+
+    def add_jobs(self, jobs: list[dict[str, Any]]) -> None:
+        """Each job: {"key": str, "params": dict}; params get the method, the key and the job folder."""
+        for job in jobs:
+            key = job["key"]
+            if key in self.jobs:
+                raise ValueError(f"job {key!r} exists already; job keys must be unique.")
+            params = {"method": self.method, "job": key, "out_dir": str(self.job_dir(key)), **job["params"]}
+            self.jobs[key] = {"params": params, "status": PENDING, "result": None}
+            self.state["order"].append(key)
+
+    def result(self, key: str) -> dict[str, Any] | None:
+        job = self.jobs.get(key)
+        return job["result"] if job and job["status"] == DONE else None
+
+    def finish(self, error: str | None = None) -> None:
+        self.state["finished"] = True
+        self.state["error"] = error
+        if error:
+            logger.error("%s search ended early: %s", self.method, error)
+
+    def all_ended(self) -> bool:
+        return all(job["status"] in ENDED for job in self.jobs.values())
+
+    def _advance(self) -> None:
+        """Give the subclass every chance to add jobs: after each event and before each request."""
+        while not self.state["finished"]:
+            jobs = self.next_jobs()
+            if not jobs:
+                break
+            self.add_jobs(jobs)
+
+    def save(self) -> None:
+        atomic_write_text(self.state_path, json.dumps(self.state, indent=1, sort_keys=True))
+
+    def draw(self) -> None:
+        """The method's figure beside the job folders (matplotlib loads on the first draw, not at tuner start)."""
+        if self.figure is None:
+            return
+        try:
+            self.figure.draw(self.state, self.work_dir / self.figure.file_name)
+        except Exception as error:  # noqa: BLE001 - a plot must never stop the search
+            logger.warning("could not draw %s: %s", self.figure.file_name, error)
+
+    def _after_event(self) -> None:
+        """A job ended: let the subclass plan, persist, and start what became ready on slots NNI offered."""
+        self._advance()
+        self.save()
+        self._spend_credits()
+
+    # ---- NNI tuner interface ----------------------------------------------------------------------------------
+    def update_search_space(self, search_space: dict) -> None:
+        """The search is described by classArgs; an nnictl searchSpace is not used."""
+
+    def _issue_next(self, parameter_id: int) -> dict[str, Any] | None:
+        self._advance()
+        for key in sorted(self.state["order"], key=self.priority):  # stable: same priority, first added first
+            job = self.jobs[key]
+            if job["status"] == PENDING:
+                job["status"] = ISSUED
+                self._issued_ids[parameter_id] = key
+                self.save()
+                logger.info("%s: issuing %s", self.method, key)
+                return job["params"]
+        return None
+
+    def generate_parameters(self, parameter_id: int, **kwargs: Any) -> dict[str, Any]:
+        params = self._issue_next(parameter_id)
+        if params is None:  # waiting for running jobs (or done): NNI asks again when a trial ends
+            raise nni.NoMoreTrialError("no job can start until the running ones end")
+        return params
+
+    def generate_multiple_parameters(self, parameter_id_list: list[int], **kwargs: Any) -> list[dict[str, Any]]:
+        self._send_trial = kwargs.get("st_callback") or self._send_trial
+        issued = []
+        for index, parameter_id in enumerate(parameter_id_list):
+            params = self._issue_next(parameter_id)
+            if params is None:
+                self._credits.extend(parameter_id_list[index:])
+                break
+            issued.append(params)
+        return issued
+
+    def _spend_credits(self) -> None:
+        """Start jobs that became ready on the trial slots NNI offered earlier and will not offer again."""
+        while self._credits and self._send_trial is not None:
+            params = self._issue_next(self._credits[0])
+            if params is None:
+                return
+            self._send_trial(self._credits.pop(0), params)
+
+    def receive_trial_result(self, parameter_id: int, parameters: dict, value: Any, **kwargs: Any) -> None:
+        if not isinstance(parameters, dict) and parameter_id in self._issued_ids:
+            # NNI 3.0's dispatcher overwrites the parameters of the first trial of a request with '' when the
+            # tuner has fewer trials than were requested (handle_request_trial_jobs); our own record is exact.
+            parameters = self.jobs[self._issued_ids[parameter_id]]["params"]
+        self._record(parameters, value)
+
+    def import_data(self, data: list[dict]) -> None:
+        """Finished trials handed back by NNI on `nnictl resume` (and recovered trials finishing later)."""
+        for record in data:
+            self._record(record.get("parameter"), record.get("value"))
+
+    def trial_end(self, parameter_id: int, success: bool, **kwargs: Any) -> None:
+        key = self._issued_ids.get(parameter_id)
+        if key is None or success or self.jobs[key]["status"] in ENDED:
+            return
+        logger.warning("%s: trial for %s failed; skipping it", self.method, key)
+        self.jobs[key]["status"] = FAILED
+        self._after_event()
+
+    def _record(self, parameters: Any, value: Any) -> None:
+        value = decode_metric(value)
+        key = parameters.get("job") if isinstance(parameters, dict) else None
+        if key not in self.jobs or parameters.get("method") != self.method:
+            logger.info("%s: ignoring a result for %r", self.method, key)
+            return
+        job = self.jobs[key]
+        if job["status"] == DONE:
+            return  # a duplicate (a re-issued job that had finished): the first result stands
+        job["status"], job["result"] = DONE, value if isinstance(value, dict) else {"default": value}
+        logger.info("%s: %s finished: %s", self.method, key, job["result"].get("default"))
+        self._after_event()

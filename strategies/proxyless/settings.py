@@ -1,0 +1,99 @@
+"""Settings of one ProxylessNAS search-scope trial (defaults are the paper's CIFAR-10 Table I), and the search
+loop's own config, derived from them in one place (`ProxylessSearchConfig.from_settings`).
+
+No torch here: NNI's tuner process parses these, and NNI gives it 10 s to connect.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from search_spaces.scopes import SCOPE_NAMES
+
+from ..data import Augment, DataSettings
+from ..settings import SettingsError, choices, parse_settings, require_choice
+
+GradientEstimator = Literal["two_path", "full"]
+GRADIENT_ESTIMATORS = choices(GradientEstimator)
+
+
+@dataclass(frozen=True)
+class ProxylessSettings(DataSettings):
+    # DataSettings: dataset (cifar10), data_dir, image_size, batch_size (64), val_fraction (0.1: architecture
+    # steps use this held-out part of the training set), limits, num_workers, seed.
+    scope: str = "m"
+    stem: Literal["imagenet", "cifar"] = "imagenet"  # the paper's counts match torchvision's 7x7 stem
+    width_multiplier: float = 1.0
+    # The paper: random crop + resize, horizontal flip p=0.5 (flips only where labels allow), normalisation.
+    augment: Augment = "resized_crop"
+    search_epochs: int = 300
+    retrain_epochs: int = 300
+    # Weights: SGD, Nesterov, lr 0.05, momentum 0.9, weight decay 4e-5 (search and retrain).
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    # Architecture parameters: Adam, lr 1e-3, no weight decay, on the validation split.
+    arch_lr: float = 1e-3
+    arch_weight_decay: float = 0.0
+    arch_update_every: int = 1  # the paper alternates every step; k > 1 is a cost lever
+    gradient_estimator: GradientEstimator = "two_path"
+    flops_penalty: float = 0.0  # weight of expected GFLOPs in the architecture loss; 0 = the paper
+    exit_patience: int = 0  # stop when the argmax held this many epochs (and entropy is low); 0 = off
+    exit_entropy: float = 0.5
+    retrain_schedule: Literal["cosine", "none"] = "cosine"
+
+    def check(self, where: str) -> None:
+        require_choice(self.scope, SCOPE_NAMES, "scope", where)
+        super().check(where)
+        for name in ("search_epochs", "retrain_epochs", "arch_update_every"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{where}: {name} must be at least 1, got {getattr(self, name)}.")
+        if self.width_multiplier <= 0:
+            raise SettingsError(f"{where}: width_multiplier must be positive, got {self.width_multiplier}.")
+
+
+@dataclass(frozen=True)
+class ProxylessSearchConfig:
+    """What the search loop (proxyless.search) needs; usable on its own in benchmarks and tests."""
+
+    # Weights: the paper's SGD (Nesterov, lr 0.05, momentum 0.9, weight decay 4e-5), cosine over the search.
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 4e-5
+    # Architecture parameters: the paper's Adam, lr 1e-3, no weight decay (NNI 3.0 fixes DARTS's settings).
+    arch_lr: float = 1e-3
+    arch_weight_decay: float = 0.0
+    arch_betas: tuple[float, float] = (0.9, 0.999)
+    arch_update_every: int = 1
+    # two_path: the official ProxylessNAS estimator, two candidates per choice and step, so its cost does
+    # not grow with the number of candidates; "full" evaluates all of them (NNI's default).
+    gradient_estimator: GradientEstimator = "two_path"
+    flops_penalty: float = 0.0  # architecture loss += penalty * expected GFLOPs (differentiable in alpha)
+    input_size: tuple[int, int, int] = (3, 32, 32)
+    total_epochs: int = 1
+    seed: int = 0  # seeds the path sampler
+
+    @classmethod
+    def from_settings(cls, settings: ProxylessSettings, input_size: tuple[int, int, int]) -> "ProxylessSearchConfig":
+        """Every field both classes name is taken from the settings (seed too); the rest is derived here."""
+        shared: dict[str, Any] = {
+            field.name: getattr(settings, field.name)
+            for field in dataclasses.fields(cls)
+            if hasattr(settings, field.name)
+        }
+        return cls(**shared, input_size=tuple(input_size), total_epochs=settings.search_epochs)
+
+
+def parse_tuner_args(class_args: dict[str, Any] | None, where: str = "tuner.classArgs") -> list[ProxylessSettings]:
+    """classArgs = ProxylessSettings keys, with `scopes: [s, m, ...]` allowed instead of `scope`."""
+    class_args = dict(class_args or {})
+    scopes = class_args.pop("scopes", None)
+    if scopes is None:
+        return [parse_settings(ProxylessSettings, class_args, where)]
+    if "scope" in class_args:
+        raise SettingsError(f"{where}: give either 'scope' or 'scopes', not both.")
+    if not isinstance(scopes, list) or not scopes:
+        raise SettingsError(f"{where}: scopes must be a non-empty list such as [s, m, l, f].")
+    return [parse_settings(ProxylessSettings, {**class_args, "scope": scope}, where) for scope in scopes]

@@ -1,0 +1,1 @@
+"""Stage-wise depth search (Jordao et al.): stage importance by PLS + VIP."""
