@@ -30,7 +30,7 @@ from torch import nn
 
 from search_spaces.builder import build_model
 from search_spaces.cost import measure_cost
-from search_spaces.edits.width_groups import width_groups
+from search_spaces.edits.width_groups import group_scales, width_groups
 from search_spaces.spec import ArchSpec
 
 from .system import ExtraLoss
@@ -164,5 +164,6 @@ def morphnet_term(
 
 def alive_widths(model: nn.Module, threshold: float = 1e-2) -> dict[str, int]:
     """Alive channels per width group, keyed by the group's first BN (for logs; the width step reads these)."""
-    penalty = MorphNetPenalty(model.arch_spec, (model.arch_spec.in_channels, 1, 1), threshold)
-    return {members[0]: count for members, count in zip(penalty.groups, penalty.alive_counts(model))}
+    groups = width_groups(model.arch_spec)
+    scales = group_scales(groups, model.state_dict())
+    return {group.name: int((scale > threshold).sum()) for group, scale in zip(groups, scales)}
