@@ -62,9 +62,9 @@ def test_a_failed_download_offline_is_the_same_clear_error(tmp_path, monkeypatch
         make_datamodule("cifar10", data_dir=tmp_path, download=True).setup()
 
 
-def make_image_folder(root: Path, classes=("cat", "dog"), per_class=6, test=True) -> Path:
+def make_image_folder(root: Path, classes=("cat", "dog"), per_class=6, splits=("train", "test")) -> Path:
     generator = torch.Generator().manual_seed(0)
-    for split in ("train", "test") if test else ("train",):
+    for split in splits:
         for label, name in enumerate(classes):
             (root / split / name).mkdir(parents=True)
             for index in range(per_class):
@@ -81,6 +81,43 @@ def test_image_folder_reads_generated_pngs(tmp_path):
     images, labels = next(iter(dm.train_dataloader()))
     assert images.shape == (4, 3, 16, 16)
     assert len(dm.train_set) + len(dm.val_set) == 12 and len(dm.test_set) == 12
+
+
+def folder_of(dataset) -> set[str]:
+    """The image paths a split reads (through Subsets down to the ImageFolder)."""
+    indices = list(range(len(dataset)))
+    while hasattr(dataset, "indices"):
+        indices, dataset = [dataset.indices[i] for i in indices], dataset.dataset
+    return {dataset.samples[i][0] for i in indices}
+
+
+@pytest.mark.parametrize("splits, test_from, val_from", [
+    (("train", "test"), "test", "train"),
+    (("train", "val"), "val", "train"),  # val/ is the held-out test set, validation comes from train/
+    (("train", "val", "test"), "test", "val"),
+    (("train",), "train", "train"),  # a seeded part of train/ becomes the test set
+])
+def test_image_folder_layouts_never_test_on_the_selection_split(tmp_path, splits, test_from, val_from):
+    root = make_image_folder(tmp_path, per_class=10, splits=splits)
+    dm = make_datamodule("imagefolder", data_dir=root, image_size=16, batch_size=4, val_fraction=0.25, seed=3)
+    dm.setup()
+    train, val, test = (folder_of(s) for s in (dm.train_set, dm.val_set, dm.test_set))
+    assert not (train & val) and not (train & test) and not (val & test)
+    assert {Path(p).parts[-3] for p in test} == {test_from}
+    assert {Path(p).parts[-3] for p in val} == {val_from}
+    assert dm.test_source.startswith(f"{test_from}/" if test_from != "train" else "10% of train/")
+    if splits == ("train",):
+        again = make_datamodule("imagefolder", data_dir=root, image_size=16, val_fraction=0.25, seed=4)
+        again.setup()
+        assert folder_of(again.test_set) == test  # the carved test set does not move with the search seed
+
+
+def test_held_out_folders_must_have_the_training_classes(tmp_path):
+    root = make_image_folder(tmp_path, splits=("train",))
+    make_image_folder(tmp_path / "other", classes=("cat", "cow"), splits=("test",))
+    (tmp_path / "other" / "test").rename(root / "test")
+    with pytest.raises(DataError, match="give both the same class folders"):
+        make_datamodule("imagefolder", data_dir=root, image_size=16).setup()
 
 
 def test_missing_image_folder_is_one_sentence(tmp_path):

@@ -1,5 +1,6 @@
 """ClassificationDataModule: a seeded train/validation split of the training set, a separate test split,
-and the papers' augmentations. The test split is never used to make search decisions."""
+and the papers' augmentations. The test split is never used to make search decisions, and the validation
+split is never reported as test (image folders: see image_folders.py for which folder is which)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
+from .image_folders import CARVED_TEST_FRACTION, CARVED_TEST_SEED, folder_splits
 from .datasets import AUGMENTS, Augment, DataError, DatasetInfo, dataset_entry, dataset_info, resize_images
 
 
@@ -65,6 +67,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.image_size = image_size or self.info.image_size
         self.augment, self.num_workers, self.download = augment, num_workers, download
         self.train_set = self.val_set = self.test_set = None
+        self.test_source = ""  # where the test split comes from, for results to say
         build_transform(self.info, self.image_size, augment, train=True)  # fail now on a bad augment name
 
     def split_indices(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,38 +76,60 @@ class ClassificationDataModule(pl.LightningDataModule):
         n_val = max(1, int(round(n * self.val_fraction)))
         return order[n_val:], order[:n_val]
 
-    def _sets(self, train: bool) -> tuple[Dataset, Dataset]:
-        """(augmented, plain) views of one split."""
-        augmented = build_transform(self.info, self.image_size, self.augment, train=True)
-        plain = build_transform(self.info, self.image_size, self.augment, train=False)
-        entry = dataset_entry(self.name)
-        if entry.read is None:
-            return self._folder_sets(train, augmented, plain)
-        images, labels = entry.read(self.info, self.data_dir, train, self.download)
-        images = resize_images(images, self.image_size)
-        return TensorImages(images, labels, augmented), TensorImages(images, labels, plain)
-
-    def _folder_sets(self, train: bool, augmented, plain) -> tuple[Dataset, Dataset]:
-        from torchvision.datasets import ImageFolder
-
-        folder = self.data_dir / ("train" if train else "test")
-        if not folder.is_dir():
-            raise DataError(f"no image folder at {folder}; put one subfolder of images per class under it.")
-        return ImageFolder(str(folder), transform=augmented), ImageFolder(str(folder), transform=plain)
+    def _transforms(self) -> tuple[v2.Compose, v2.Compose]:
+        """(augmented, plain): training batches are augmented, evaluation batches never."""
+        return (build_transform(self.info, self.image_size, self.augment, train=True),
+                build_transform(self.info, self.image_size, self.augment, train=False))
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        augmented, plain = self._sets(train=True)
-        train_indices, val_indices = self.split_indices(len(augmented))
-        self.train_set = Subset(augmented, train_indices.tolist())
-        self.val_set = Subset(plain, val_indices.tolist())
-        try:
-            self.test_set = self._sets(train=False)[1]
-        except DataError:
-            if dataset_entry(self.name).read is not None:
-                raise
-            self.test_set = None  # an image folder without test/: evaluation falls back to validation
+        if dataset_entry(self.name).read is None:
+            self._setup_folders()
+            return
+        augmented, plain = self._transforms()
+        read = dataset_entry(self.name).read
+        images, labels = read(self.info, self.data_dir, True, self.download)
+        images = resize_images(images, self.image_size)
+        train_indices, val_indices = self.split_indices(len(labels))
+        self.train_set = Subset(TensorImages(images, labels, augmented), train_indices.tolist())
+        self.val_set = Subset(TensorImages(images, labels, plain), val_indices.tolist())
+        test_images, test_labels = read(self.info, self.data_dir, False, self.download)
+        self.test_set = TensorImages(resize_images(test_images, self.image_size), test_labels, plain)
+        self.test_source = "the dataset's test split"
+
+    def _setup_folders(self) -> None:
+        from torchvision.datasets import ImageFolder
+
+        splits = folder_splits(self.data_dir)
+        if not splits.train.is_dir():
+            raise DataError(f"no image folder at {splits.train}; put one subfolder of images per class under it.")
+        augmented, plain = self._transforms()
+        train_augmented, train_plain = (ImageFolder(str(splits.train), transform=t) for t in (augmented, plain))
+
+        def held_out(folder: Path) -> ImageFolder:
+            dataset = ImageFolder(str(folder), transform=plain)
+            if dataset.classes != train_plain.classes:  # ImageFolder numbers classes by their sorted names
+                raise DataError(f"{folder} has the classes {dataset.classes}, train/ has {train_plain.classes}; "
+                                f"give both the same class folders.")
+            return dataset
+
+        pool = torch.arange(len(train_augmented))
+        if splits.test is None:  # carve the test set first, with its own fixed seed
+            order = torch.randperm(len(pool), generator=torch.Generator().manual_seed(CARVED_TEST_SEED))
+            n_test = max(1, int(round(len(pool) * CARVED_TEST_FRACTION)))
+            self.test_set = Subset(train_plain, order[:n_test].tolist())
+            pool = order[n_test:]
+        else:
+            self.test_set = held_out(splits.test)
+        if splits.val is None:
+            train_positions, val_positions = self.split_indices(len(pool))
+            self.train_set = Subset(train_augmented, pool[train_positions].tolist())
+            self.val_set = Subset(train_plain, pool[val_positions].tolist())
+        else:
+            self.train_set = Subset(train_augmented, pool.tolist())
+            self.val_set = held_out(splits.val)
+        self.test_source = splits.test_source
 
     def _loader(self, dataset: Dataset, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -126,7 +151,7 @@ class ClassificationDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         self.setup()
-        return self._loader(self.test_set if self.test_set is not None else self.val_set, shuffle=False)
+        return self._loader(self.test_set, shuffle=False)
 
 
 def make_datamodule(name: str, **kwargs) -> ClassificationDataModule:

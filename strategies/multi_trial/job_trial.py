@@ -120,4 +120,4 @@ def test_and_export(model: nn.Module, spec: ArchSpec, datamodule: Classification
     test = evaluate(model, datamodule, split="test")
     export_dir = export_to_timm(spec, model.cpu(), out_dir / "timm_export", mean=info.mean, std=info.std,
                                 input_size=input_size(data))
-    return {"test_accuracy": test["accuracy"], "export_dir": str(export_dir)}
+    return {"test_accuracy": test["accuracy"], "test_split": datamodule.test_source, "export_dir": str(export_dir)}
