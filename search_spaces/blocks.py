@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .spec import ACTIVATIONS, BlockSpec, SpecError
+from .spec import ACTIVATIONS, RESIDUAL_KINDS, BlockSpec, SpecError
 
 ACTIVATION_LAYERS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -91,6 +91,22 @@ class BasicBlock(nn.Module):
         nn.init.zeros_(self.bn2.weight)
 
 
+class ResBuilderBlock(BasicBlock):
+    """Burghoff et al.'s residual block, x + act2(bn2(conv2(act1(bn1(conv1(x)))))): the basic block's layers
+    (same names, same state dict keys) with the second activation moved inside the branch, nothing after the
+    sum. A branch that outputs zero (bn2's weight and bias zero) leaves the block exactly the identity."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        x = self.act1(self.bn1(self.conv1(x)))
+        return self.act2(self.bn2(self.conv2(x))) + shortcut
+
+    def zero_init_last(self) -> None:
+        """Keep timm's BN init (weight 1): a zero bn2 weight (bias 0) puts every input of act2 at 0, where ReLU's
+        gradient is 0, so the branch would never train. A fresh block is the paper's random init; the
+        near-identity start is the insertion edit's (small random bn2 weight, edits/resbuilder.py)."""
+
+
 class Bottleneck(nn.Module):
     """timm/torchvision (v1.5) Bottleneck: the stride and the free kernel size sit on the middle conv."""
 
@@ -126,8 +142,14 @@ class Bottleneck(nn.Module):
         nn.init.zeros_(self.bn3.weight)
 
 
+RESIDUAL_BLOCKS: dict[str, type[nn.Module]] = {
+    "basic": BasicBlock, "bottleneck": Bottleneck, "resbuilder": ResBuilderBlock,
+}
+assert set(RESIDUAL_BLOCKS) == set(RESIDUAL_KINDS), "spec.RESIDUAL_KINDS and RESIDUAL_BLOCKS must list the same kinds"
+
+
 def build_block(spec: BlockSpec, in_channels: int) -> nn.Module:
     if spec.kind == "conv":
         return ConvBlock(in_channels, spec.widths[0], spec.kernel_size, spec.stride, spec.activation)
-    block_type = {"basic": BasicBlock, "bottleneck": Bottleneck}[spec.kind]
+    block_type = RESIDUAL_BLOCKS[spec.kind]
     return block_type(in_channels, spec.widths, spec.kernel_size, spec.stride, spec.activation, spec.projection)

@@ -14,8 +14,14 @@ Block kinds (every activation inside a block is the block's `activation`):
     conv:        conv1 (k x k, stride) - bn1 - act1                       widths = (c,)
     basic:       conv1 (k x k, stride) - bn1 - act1 - conv2 (k x k) - bn2 (+ shortcut) - act2
                                                                            widths = (c1, c2)
+    resbuilder:  conv1 (k x k, stride) - bn1 - act1 - conv2 (k x k) - bn2 - act2 (+ shortcut)
+                                                                           widths = (c1, c2)
     bottleneck:  conv1 1x1 - bn1 - act1 - conv2 (k x k, stride) - bn2 - act2 - conv3 1x1 - bn3
                  (+ shortcut) - act3                                       widths = (c1, c2, c3)
+
+`resbuilder` is Burghoff et al.'s block, x + act(BN(conv(act(BN(conv(x)))))): both activations sit inside the
+branch and nothing follows the sum, so a branch whose output is zero is exactly the identity (the basic block's
+activation after the sum is not). ResBuilder inserts it; timm's own ResNet cannot build it.
 
 A residual block's shortcut is the identity, or a 1x1 conv + BN (`downsample`) when `projection` is set;
 a projection is required exactly when the stride is not 1 or the channel count changes.
@@ -30,10 +36,10 @@ from typing import Any
 SCHEMA_VERSION = 1
 
 ACTIVATIONS: tuple[str, ...] = ("relu", "leaky_relu", "mish", "silu", "gelu", "identity")
-BLOCK_KINDS: tuple[str, ...] = ("conv", "basic", "bottleneck")
+BLOCK_KINDS: tuple[str, ...] = ("conv", "basic", "bottleneck", "resbuilder")
 POOLS: tuple[str, ...] = ("none", "max", "avg")
-WIDTH_COUNT = {"conv": 1, "basic": 2, "bottleneck": 3}
-RESIDUAL_KINDS = ("basic", "bottleneck")
+WIDTH_COUNT = {"conv": 1, "basic": 2, "bottleneck": 3, "resbuilder": 2}  # also the number of convs on the main path
+RESIDUAL_KINDS = ("basic", "bottleneck", "resbuilder")
 
 
 class SpecError(ValueError):

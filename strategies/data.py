@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from trainers.datasets import DATASETS, Augment
+from trainers.datasets import DATASETS, Augment, Normalize
 
 from .settings import SettingsError, require_choice
 
@@ -25,6 +25,7 @@ class DataSettings:
     data_dir: str = "data"
     image_size: int | None = None  # None: the dataset's native size
     augment: Augment = "default"
+    normalize: Normalize = "dataset"  # or "unit": pixels in [0, 1], not standardised (ResBuilder's MNIST family)
     batch_size: int = 64
     val_fraction: float = 0.1  # search decisions use this held-out part of the training set
     limit_train_batches: int | None = None  # smoke runs only
@@ -65,6 +66,15 @@ def make_job_datamodule(data: DataSettings) -> ClassificationDataModule:
         image_size=input_size(data)[1],
         augment=data.augment,
         num_workers=data.num_workers,
+        normalize=data.normalize,
     )
     datamodule.setup("fit")
     return datamodule
+
+
+def export_normalization(data: DataSettings) -> dict[str, tuple[float, ...]]:
+    """mean and std for a timm export: what the network saw in training, so timm's transforms reproduce it."""
+    from trainers import dataset_info, normalization
+
+    mean, std = normalization(dataset_info(data.dataset, data.data_dir), data.normalize)
+    return {"mean": mean, "std": std}

@@ -7,7 +7,7 @@ import timm
 import torch
 
 from search_spaces import build_model, nash_start_spec, resbuilder_start_spec, resnet_spec
-from search_spaces.spec import BlockSpec, StageSpec
+from search_spaces.spec import ArchSpec, BlockSpec, StageSpec
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -86,3 +86,41 @@ def test_feature_info_reductions_of_resnet50():
     model = build_model(resnet_spec(50, num_classes=10))
     assert [i["reduction"] for i in model.feature_info] == [2, 4, 8, 16, 32]
     assert [i["module"] for i in model.feature_info] == ["act1", "layer1", "layer2", "layer3", "layer4"]
+
+
+def rb0_with_resbuilder_block(width: int = 6) -> ArchSpec:
+    spec = resbuilder_start_spec(num_classes=5, width=width)
+    stage = replace(spec.stages[0], blocks=(BlockSpec("resbuilder", (4, width)),))
+    return replace(spec, stem=replace(spec.stem, activation="leaky_relu"), stages=(stage, spec.stages[1]))
+
+
+def test_the_resbuilder_block_is_x_plus_relu_bn_conv_relu_bn_conv_with_timm_names():
+    spec = rb0_with_resbuilder_block()
+    model = build_model(spec, zero_init_last=False).eval()
+    block = model.get_submodule("layer1.0")
+    assert [name for name, _ in block.named_children()] == ["conv1", "bn1", "act1", "conv2", "bn2", "act2"]
+    basic = replace(spec, stages=(replace(spec.stages[0], blocks=(BlockSpec("basic", (4, 6)),)), spec.stages[1]))
+    assert build_model(basic).state_dict().keys() == model.state_dict().keys()  # same layers, same keys
+    x = torch.randn(3, 6, 8, 8)  # with negative entries, which a ReLU after the sum would clip
+    relu = torch.nn.functional.relu
+    with torch.no_grad():
+        hand = x + relu(block.bn2(block.conv2(relu(block.bn1(block.conv1(x))))))
+        assert torch.equal(block(x), hand)
+        assert not torch.equal(block(x), relu(hand))
+
+
+def test_a_resbuilder_branch_with_zero_bn2_is_the_identity_and_a_fresh_one_trains():
+    spec = rb0_with_resbuilder_block()
+    block = build_model(spec, zero_init_last=False).get_submodule("layer1.0").eval()
+    torch.nn.init.zeros_(block.bn2.weight)
+    x = torch.randn(3, 6, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(block(x), x)
+    # zero_init_last (the default) must not zero bn2 here: ReLU'(0) = 0 would leave the branch untrainable
+    model = build_model(spec)
+    assert torch.equal(model.get_submodule("layer1.0.bn2").weight, torch.ones(6))
+    out = model(torch.randn(2, 3, 16, 16))
+    out.sum().backward()
+    assert out.shape == (2, 5)
+    for name in ("conv1", "bn1", "conv2", "bn2"):
+        assert model.get_submodule(f"layer1.0.{name}").weight.grad.abs().sum() > 0, name

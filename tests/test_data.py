@@ -150,3 +150,17 @@ def test_unknown_augmentation_is_refused():
 def test_registering_a_duplicate_dataset_name_is_an_error():
     with pytest.raises(ValueError, match="already registered"):
         register_dataset(DatasetEntry(DATASETS["digits"].info, None))
+
+
+def test_unit_normalization_keeps_pixels_in_zero_one_and_the_export_says_so():
+    from strategies.data import DataSettings, export_normalization
+
+    dm = make_datamodule("digits", image_size=16, batch_size=64, normalize="unit")
+    dm.setup()
+    images, _ = next(iter(dm.train_dataloader()))
+    assert images.min() >= 0.0 and images.max() <= 1.0 and images.max() > 0.5
+    standardised, _ = next(iter(make_datamodule("digits", image_size=16, batch_size=64).train_dataloader()))
+    assert standardised.min() < 0.0  # the default standardises with the dataset's mean and std
+    assert export_normalization(DataSettings(dataset="digits", normalize="unit")) == {"mean": (0.0,), "std": (1.0,)}
+    with pytest.raises(DataError, match="unknown normalize 'z'; use one of dataset, unit"):
+        make_datamodule("digits", normalize="z")

@@ -245,3 +245,28 @@ def test_registration_is_idempotent():
     assert timm.list_models(ENTRY_POINT) == [ENTRY_POINT]
     fresh = timm.create_model(ENTRY_POINT, arch_spec=nash_start_spec(widths=(4, 8, 16)).to_dict(), num_classes=5)
     assert fresh(torch.randn(1, *SIZE)).shape == (1, 5)
+
+
+def resbuilder_spec():
+    """A standard ResNet-18 layout with one of the paper's blocks in it: timm's own ResNet would put a ReLU
+    after that block's sum, so the spec must go through the entry point."""
+    spec = resnet_spec(18, num_classes=10, stem="cifar", width_multiplier=0.125)
+    spec = spec.replace_block(2, 1, replace(spec.stages[1].blocks[1], kind="resbuilder"))
+    imagenet = resnet_spec(18, num_classes=10)
+    return spec, imagenet.replace_block(1, 0, replace(imagenet.stages[0].blocks[0], kind="resbuilder"))
+
+
+def test_a_spec_with_resbuilder_blocks_is_never_plain_and_reloads_through_the_entry_point(tmp_path):
+    spec, imagenet_layout = resbuilder_spec()
+    assert plain_timm_resnet(imagenet_layout) is None and plain_timm_resnet(spec) is None
+    model = perturbed(build_model(spec))
+    folder = export_to_timm(spec, model, tmp_path / "export", input_size=SIZE)
+    seen = reload_in_fresh_process(tmp_path, folder, model, block_resnas=False)
+    assert seen["difference"] <= 1e-6
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architecture"] == ENTRY_POINT
+    assert search_spaces.ArchSpec.from_dict(config["model_args"]["arch_spec"]) == spec
+    loaded_spec, loaded = load_exported(folder)
+    x = torch.randn(2, *SIZE)
+    with torch.no_grad():
+        assert loaded_spec == spec and (loaded(x) - model(x)).abs().max() <= 1e-6

@@ -158,3 +158,57 @@ def test_trial_slots_nni_offered_while_the_tuner_waited_are_used_when_jobs_becom
     # Three jobs became ready; two slots were on credit, so two start now and one waits for a trial to end.
     assert [(pid, params["job"]) for pid, params in sent] == [(1, "step1/with_reg"), (2, "step0/no_reg_ri")]
     assert [params["job"] for params in tuner.generate_multiple_parameters([3])] == ["step0/no_reg_wi"]
+
+
+# ---- paper fidelity of the trial's data and optimiser ----------------------------------------------------------
+def test_the_paper_configs_say_their_augmentation_and_emnist_is_the_papers_62_class_split(monkeypatch, tmp_path):
+    from trainers.datasets import dataset_entry, dataset_info
+
+    paper = parse_layer_pruning_args(
+        yaml.safe_load((REPO / "nni_configs" / "layer_pruning.yml").read_text())["tuner"]["classArgs"])
+    assert (paper.dataset, paper.augment) == ("cifar10", "shift") and QUICK["augment"] == "shift"
+    assert dataset_info("cifar10").flip and not dataset_info("emnist_byclass").flip  # flips only where labels allow
+    assert parse_layer_pruning_args({"dataset": "emnist_byclass"}).dataset == "emnist_byclass"
+    assert (dataset_info("emnist_byclass").num_classes, dataset_info("emnist").num_classes) == (62, 47)
+
+    import torch
+    import torchvision
+
+    splits = []
+
+    class FakeEmnist:  # records the split torchvision is asked for; no files needed
+        def __init__(self, root, train, download, split):
+            splits.append(split)
+            self.data, self.targets = torch.zeros(2, 28, 28, dtype=torch.uint8), [0, 61]
+
+    monkeypatch.setattr(torchvision.datasets, "EMNIST", FakeEmnist)
+    info = dataset_info("emnist_byclass")
+    images, labels = dataset_entry("emnist_byclass").read(info, tmp_path, True, False)
+    assert splits == ["byclass"] and images.shape == (2, 1, 28, 28) and labels.tolist() == [0, 61]
+
+
+@pytest.mark.parametrize("kind", ["with_reg", "no_reg_ri"])
+def test_the_trials_l2_decays_kernels_only(kind, monkeypatch, tmp_path):
+    """lambda_0 is the paper's Keras kernel regulariser: every layer-pruning training decays conv and dense
+    kernels only, never the BN scales the MorphNet term reads."""
+    from types import SimpleNamespace
+
+    from strategies.layer_pruning import trial
+    from strategies.reporting import PrintReporter
+
+    seen = []
+
+    def fake_train(model, datamodule, settings, optim, epochs, reporter, **kwargs):
+        seen.append(optim)
+        return SimpleNamespace(final_val_accuracy=0.5)
+
+    monkeypatch.setattr(trial, "train", fake_train)
+    settings = {**QUICK, "image_size": 8, "start_width": 4}
+    parent = tmp_path / "parent"
+    trial.run_layer_pruning_trial({"kind": "with_reg", "step": 0, "epochs": 1, "parent": None, "edit": "none",
+                                   "settings": settings, "out_dir": str(parent)}, parent, PrintReporter())
+    if kind != "with_reg":
+        child = tmp_path / "child"
+        trial.run_layer_pruning_trial({"kind": kind, "step": 0, "epochs": 1, "source": str(parent / "model.ckpt"),
+                                       "settings": settings, "out_dir": str(child)}, child, PrintReporter())
+    assert [(optim.weight_decay_on, optim.weight_decay) for optim in seen] == [("kernels", 1e-5)] * len(seen)

@@ -11,7 +11,10 @@ from hypothesis import strategies as st
 
 from search_spaces import build_model, nash_start_spec, resbuilder_start_spec, resnet_spec
 from search_spaces.edits.morphism_ops import (
+    DEFAULT_MORPHISM_OPS,
     MORPHISM_OPS,
+    OPS,
+    PAPER_KINDS,
     Morphism,
     MorphismError,
     applicable_sites,
@@ -20,7 +23,7 @@ from search_spaces.edits.morphism_ops import (
     draw_morphisms,
 )
 from search_spaces.edits.morphisms import apply_morphisms
-from search_spaces.spec import ArchSpec, BlockSpec, HeadSpec, StageSpec, StemSpec
+from search_spaces.spec import WIDTH_COUNT, ArchSpec, BlockSpec, HeadSpec, StageSpec, StemSpec
 
 torch.set_num_threads(1)
 IMAGE_SIZE = 8  # three 2x reductions at most keep every feature map at least 1x1
@@ -48,8 +51,8 @@ def small_specs(draw) -> ArchSpec:
         reductions_left -= pool != "none"
         blocks = []
         for _ in range(draw(st.integers(0, 3))):
-            kind = draw(st.sampled_from(("conv", "conv", "basic", "bottleneck")))
-            widths = tuple(draw(st.integers(2, 8)) for _ in range({"conv": 1, "basic": 2, "bottleneck": 3}[kind]))
+            kind = draw(st.sampled_from(("conv", "conv", "basic", "bottleneck", "resbuilder")))
+            widths = tuple(draw(st.integers(2, 8)) for _ in range(WIDTH_COUNT[kind]))
             stride = draw(st.sampled_from((1, 1, 2))) if reductions_left else 1
             reductions_left -= stride == 2
             needs_projection = stride != 1 or channels != widths[-1]
@@ -137,7 +140,7 @@ def _width(spec: ArchSpec, site: Morphism) -> int:
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(spec=small_specs(), seed=st.integers(0, 2**16))
 def test_a_sequence_of_five_morphisms_preserves_the_function(spec, seed):
-    morphisms, final_spec = draw_morphisms(spec, 5, random.Random(seed))
+    morphisms, final_spec = draw_morphisms(spec, 5, random.Random(seed), MORPHISM_OPS)  # enlarge_kernel too
     parent = random_model(spec, seed)
     child_spec, child = child_of(spec, parent, morphisms)
     assert child_spec == final_spec
@@ -169,6 +172,20 @@ def test_each_op_changes_the_spec_as_documented():
     assert merged.stages[1].blocks == (BlockSpec("basic", (6, 8), kernel_size=5, projection=True),)
     bigger = apply_to_spec(spec, Morphism("enlarge_kernel", 2, 0))
     assert bigger.stages[1].blocks[0].kernel_size == 5
+
+
+def test_deepen_reads_the_sign_through_a_resbuilder_block():
+    # x + relu(...) with no activation after the sum is non-negative exactly when its input x is
+    block = BlockSpec("resbuilder", (4, 4))
+    relu_fed = ArchSpec(stem=StemSpec(4, 3, 1, False, "relu"), stages=(StageSpec((block,)),), head=HeadSpec(3))
+    leaky_fed = replace(relu_fed, stem=replace(relu_fed.stem, activation="leaky_relu"))
+    assert Morphism("deepen_conv", 1, 1) in applicable_sites(relu_fed, "deepen_conv")
+    assert [m.block for m in applicable_sites(leaky_fed, "deepen_conv")] == []
+    parent = random_model(relu_fed, seed=1)
+    for op in ("deepen_conv", "widen", "enlarge_kernel"):
+        site = applicable_sites(relu_fed, op)[-1]
+        site = replace(site, new_width=6) if op == "widen" else site
+        assert_same_function(parent, child_of(relu_fed, parent, [site])[1], seed=2)
 
 
 def test_widen_refuses_an_output_that_feeds_an_identity_shortcut():
@@ -215,6 +232,36 @@ def test_draw_morphism_is_deterministic_under_a_seed():
     first = draw_morphisms(spec, 6, random.Random(42))
     assert first == draw_morphisms(spec, 6, random.Random(42))
     assert first != draw_morphisms(spec, 6, random.Random(43))
+
+
+def _kind_frequencies(spec: ArchSpec, ops, draws: int = 3000) -> tuple[dict[str, float], dict[str, int]]:
+    rng = random.Random(7)
+    drawn = [draw_morphism(spec, rng, ops).op for _ in range(draws)]
+    kinds = {kind: sum(OPS[op].kind == kind for op in drawn) / draws for kind in {OPS[op].kind for op in ops}}
+    return kinds, {op: drawn.count(op) for op in MORPHISM_OPS}
+
+
+def test_the_draw_picks_the_papers_three_kinds_uniformly_and_enlarge_kernel_only_on_request():
+    spec = apply_to_spec(nash_start_spec(num_classes=3, widths=(4, 6, 8)), Morphism("deepen_conv", 1, 1))
+    assert all(applicable_sites(spec, op) for op in MORPHISM_OPS)  # every kind has a site here
+    assert DEFAULT_MORPHISM_OPS == tuple(op for op in MORPHISM_OPS if OPS[op].kind in PAPER_KINDS)
+    assert {OPS[op].kind for op in DEFAULT_MORPHISM_OPS} == {"deeper", "wider", "skip"}
+
+    kinds, ops = _kind_frequencies(spec, DEFAULT_MORPHISM_OPS)
+    assert set(kinds) == {"deeper", "wider", "skip"}
+    assert all(0.30 <= share <= 0.37 for share in kinds.values()), kinds  # deeper is no longer 2/5
+    assert ops["enlarge_kernel"] == 0
+    assert 0.4 <= ops["deepen_conv"] / (ops["deepen_conv"] + ops["deepen_residual"]) <= 0.6  # forms: uniform
+
+    kinds, ops = _kind_frequencies(spec, MORPHISM_OPS)  # opted in: four kinds, a quarter each
+    assert all(0.22 <= share <= 0.28 for share in kinds.values()) and len(kinds) == 4, kinds
+
+
+def test_the_draw_skips_kinds_without_a_site():
+    spec = nash_start_spec(num_classes=3, widths=(4, 6, 8))  # no two conv blocks in a row: no skip site
+    kinds, ops = _kind_frequencies(spec, DEFAULT_MORPHISM_OPS, draws=1000)
+    assert set(kinds) == {"deeper", "wider", "skip"} and kinds["skip"] == 0
+    assert 0.44 <= kinds["deeper"] <= 0.56, kinds
 
 
 def test_nash_start_sites():

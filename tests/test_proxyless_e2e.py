@@ -16,7 +16,8 @@ def short_quickstart(tmp_path: Path) -> Path:
     config["trialCodeDirectory"] = str(REPO)
     config["tuner"]["codeDirectory"] = str(REPO)
     config["experimentWorkingDirectory"] = str(tmp_path / "nni-experiments")
-    config["tuner"]["classArgs"].update(search_epochs=2, retrain_epochs=1, limit_train_batches=4, image_size=12)
+    config["tuner"]["classArgs"].update(search_epochs=2, retrain_epochs=1, limit_train_batches=4,
+                                         image_size=33)  # the smallest size whose scope-m kernel choices are real
     path = tmp_path / "quickstart_short.yml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -241,3 +241,94 @@ def test_two_path_update_leaves_the_unsampled_candidates_probability_unchanged()
     after = search.gate_probabilities()["layer4_0_act"]
     assert after[unsampled] == pytest.approx(before[unsampled], abs=1e-6)
     assert after != pytest.approx(before, abs=1e-6)  # the sampled pair did move
+
+
+def test_two_path_keeps_every_unsampled_probability_over_many_arch_steps():
+    """With the default Adam (beta1 = 0, the official ProxylessNAS) an unsampled candidate's gradient is zero
+    and so is its update; with momentum it would keep moving on old gradients after the first step."""
+    search = tiny_search(arch_lr=0.05)  # the default betas are under test; a visible lr makes drift show
+    three_way = [label for label, alpha in search.bank.alpha.items() if len(alpha) > 2]
+    assert three_way  # every block's activation choice
+    for images, labels in batches(8):
+        before = {label: torch.softmax(search.bank.alpha[label].detach().double(), 0) for label in three_way}
+        search.arch_step(images, labels)
+        for label in three_way:
+            after = torch.softmax(search.bank.alpha[label].detach().double(), 0)
+            for index in set(range(len(after))) - set(search.bank.evaluated[label]):
+                assert abs(float(after[index] - before[label][index])) < 1e-7, (label, index)
+
+
+class FreshBatches:
+    """A loader that makes new tensors on every pass (as a DataLoader does) and keeps weak references to
+    them, so a test can count how many are still alive."""
+
+    def __init__(self, n: int, size: int = 2):
+        self.n, self.size = n, size
+        self.made: list = []
+
+    def __iter__(self):
+        import weakref
+
+        for _ in range(self.n):
+            images, labels = torch.randn(self.size, 3, 16, 16), torch.randint(0, 10, (self.size,))
+            self.made.append(weakref.ref(images))
+            yield images, labels
+
+    def alive(self) -> int:
+        return sum(ref() is not None for ref in self.made)
+
+
+@pytest.mark.parametrize("val_batches", [4, 16])
+def test_architecture_steps_keep_no_validation_batch_alive(val_batches):
+    """Memory must not grow with the validation split: itertools.cycle kept every batch of the first pass
+    (16 alive here), re-iterating the loader keeps only the current one."""
+    search = tiny_search()
+    val_loader = FreshBatches(val_batches)
+    most_alive = []
+    original = search.arch_step
+
+    def counting_arch_step(*batch):
+        loss = original(*batch)
+        most_alive.append(val_loader.alive())  # the step's own batch is gone once it returns
+        return loss
+
+    search.arch_step = counting_arch_step
+    for _ in range(2):  # two epochs of 20 arch steps: more than one pass over either loader
+        search.run_epoch(batches(20, size=2), val_loader, limit_val_batches=1)
+    assert len(most_alive) == 40 and max(most_alive) <= 1, most_alive
+
+
+def test_an_empty_validation_loader_is_one_clear_error():
+    with pytest.raises(ValueError, match="raise val_fraction"):
+        tiny_search().run_epoch(batches(2), [])
+
+
+def test_scoped_resnet50_candidates_are_the_scopes_definition():
+    from search_spaces.scopes import ACTIVATION_CANDIDATES, KERNEL_CANDIDATES
+
+    space = ScopedResNet50("s", width_multiplier=1 / 16, stem="cifar")
+    assert (space.kernels, space.activations) == (KERNEL_CANDIDATES, ACTIVATION_CANDIDATES)
+    assert (KERNEL_CANDIDATES, ACTIVATION_CANDIDATES) == ((3, 5), ("relu", "leaky_relu", "mish"))  # the paper's
+
+
+@pytest.mark.parametrize(
+    "stem,image_size", [("imagenet", 224), ("imagenet", 129), ("imagenet", 32), ("cifar", 33), ("cifar", 16)]
+)
+def test_map_sizes_of_the_settings_check_are_the_networks(stem, image_size):
+    """The torch-free arithmetic of search_spaces.scopes against the real ResNet-50: the side of the map each
+    middle conv (the searched kernel) slides over."""
+    from search_spaces.scopes import searched_kernel_maps
+
+    model = build_model(resnet_spec(50, num_classes=10, stem=stem, width_multiplier=1 / 16))
+    seen = {}
+    for stage, block, _ in searched_kernel_maps("f", stem, image_size):
+        conv = model.get_submodule(f"layer{stage}.{block}.conv2")
+        conv.register_forward_hook(
+            lambda module, inputs, output, key=(stage, block): seen.__setitem__(key, inputs[0].shape[-1])
+        )
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(1, 3, image_size, image_size))
+    assert {(stage, block): side for stage, block, side in searched_kernel_maps("f", stem, image_size)} == seen
+    if (stem, image_size) == ("imagenet", 224):
+        assert [seen[(stage, 1)] for stage in (1, 2, 3, 4)] == [56, 28, 14, 7]

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from strategies.proxyless.trajectory import GateTrajectory, SearchExit, normalised_entropy
-from strategies.proxyless import ProxylessTuner, parse_tuner_args
+from strategies.proxyless import ProxylessSearchConfig, ProxylessTuner, parse_tuner_args
 from strategies.settings import SettingsError
 from strategies.reporting import PrintReporter
 from strategies.trial import run_trial
@@ -30,23 +30,27 @@ def test_paper_defaults_are_the_settings_defaults():
     assert (settings.lr, settings.momentum, settings.weight_decay) == (0.05, 0.9, 4e-5)
     assert (settings.arch_lr, settings.arch_weight_decay, settings.flops_penalty) == (1e-3, 0.0, 0.0)
     assert settings.exit_patience == 0  # the exit rule is off for the paper's configs
+    assert settings.image_size == 224  # resized, so that no searched kernel slides over a map smaller than itself
+    assert ProxylessSearchConfig.from_settings(settings, (3, 224, 224)).arch_betas == (0.0, 0.999)  # beta1 = 0
 
 
 def test_the_table_one_config_issues_one_trial_per_scope_then_no_more():
     import nni
 
-    tuner = ProxylessTuner(**class_args(REPO / "nni_configs" / "proxyless_scopes.yml"))
-    scopes = [tuner.generate_parameters(i)["settings"]["scope"] for i in range(4)]
-    assert scopes == ["s", "m", "l", "f"]
+    config = yaml.safe_load((REPO / "nni_configs" / "proxyless_scopes.yml").read_text())
+    tuner = ProxylessTuner(**config["tuner"]["classArgs"])
+    scopes = [tuner.generate_parameters(i)["settings"]["scope"] for i in range(5)]
+    assert scopes == ["none", "s", "m", "l", "f"]  # the plain ResNet-50 row first, then the scopes
+    assert config["maxTrialNumber"] == 5
     with pytest.raises(nni.NoMoreTrialError):
-        tuner.generate_parameters(4)
+        tuner.generate_parameters(5)
 
 
 def test_resume_does_not_search_a_finished_scope_again():
     tuner = ProxylessTuner(**class_args(REPO / "nni_configs" / "proxyless_scopes.yml"))
     finished = [{"parameter": {"method": "proxyless", "settings": {"scope": "m"}}, "value": 0.9}]
     tuner.import_data(finished)
-    assert [tuner.generate_parameters(i)["settings"]["scope"] for i in range(3)] == ["s", "l", "f"]
+    assert [tuner.generate_parameters(i)["settings"]["scope"] for i in range(4)] == ["none", "s", "l", "f"]
 
 
 def test_scope_and_scopes_together_are_refused():
@@ -89,7 +93,8 @@ def test_trajectory_json_and_plot(tmp_path):
 def smoke_parameters(path: Path, **overrides) -> dict:
     """A shipped config's settings, shrunk to one short epoch on digits (CIFAR cannot be downloaded here)."""
     settings = parse_tuner_args(class_args(path))[0]
-    smoke = dict(dataset="digits", image_size=16, width_multiplier=1 / 16, search_epochs=1, retrain_epochs=1,
+    # 129 px: the smallest size the settings accept with the paper's 7x7/s2 stem (stage 4 then 5x5).
+    smoke = dict(dataset="digits", image_size=129, width_multiplier=1 / 16, search_epochs=1, retrain_epochs=1,
                  limit_train_batches=2, limit_val_batches=1, num_workers=0, batch_size=16)
     settings = replace(settings, **{**smoke, **overrides})
     return {"method": "proxyless", "settings": settings.to_dict()}
@@ -130,3 +135,69 @@ def test_a_corrupt_supernet_checkpoint_restarts_the_search(tmp_path):
     reporter = PrintReporter()
     run_trial(smoke_parameters(SCOPE_CONFIGS[0]), tmp_path, reporter)
     assert [h["epoch"] for h in reporter.history] == [1]
+
+
+ALL_CONFIGS = sorted((REPO / "nni_configs").glob("*.yml"))
+
+
+@pytest.mark.parametrize("config", ALL_CONFIGS, ids=[p.stem for p in ALL_CONFIGS])
+def test_every_shipped_config_validates_with_its_kernels_on_large_enough_maps(config):
+    from strategies.launch.config import load_experiment_config
+
+    load_experiment_config(config)  # the settings check refuses a kernel on a map smaller than itself
+
+
+def config_with(tmp_path: Path, source: Path, **class_args) -> Path:
+    config = yaml.safe_load(source.read_text())
+    config["tuner"]["classArgs"].update(class_args)
+    path = tmp_path / "config.yml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize(
+    "class_args,smallest,where",
+    [
+        ({"image_size": 32, "stem": "imagenet"}, 129, "layer4.0 on a 2x2 map"),  # CIFAR at 32 px, 7x7/s2 stem
+        ({"image_size": 128, "stem": "imagenet"}, 129, "layer4.1 on a 4x4 map"),  # one px short
+        ({"image_size": 32, "stem": "cifar"}, 33, "layer4.1 on a 4x4 map"),
+    ],
+)
+def test_a_kernel_on_a_map_smaller_than_itself_is_refused_naming_the_smallest_image_size(
+    tmp_path, class_args, smallest, where
+):
+    from strategies.launch.config import ConfigError, load_experiment_config
+
+    path = config_with(tmp_path, SCOPE_CONFIGS[0], **class_args)
+    with pytest.raises(ConfigError) as refused:
+        load_experiment_config(path)
+    message = str(refused.value)
+    assert where in message and message.endswith(f"set image_size to at least {smallest}.")
+    assert "\n" not in message and message.count(". ") == 0  # one sentence
+    load_experiment_config(config_with(tmp_path, SCOPE_CONFIGS[0], **{**class_args, "image_size": smallest}))
+
+
+def test_the_native_size_is_checked_when_no_image_size_is_given():
+    with pytest.raises(SettingsError, match="cifar10's native 32 px.*at least 129"):
+        parse_tuner_args({"scope": "s", "dataset": "cifar10", "image_size": None})
+    assert parse_tuner_args({"scope": "none", "image_size": None})[0].scope == "none"  # searches no kernel
+    assert parse_tuner_args({"scope": "f"})[0].image_size == 224  # the defaults are the paper's, and valid
+
+
+def test_the_baseline_trial_retrains_the_plain_resnet50_without_a_search(tmp_path):
+    from search_spaces import ArchSpec, measure_cost, resnet_spec
+
+    parameters = smoke_parameters(REPO / "nni_configs" / "proxyless_scopes.yml", scope="none")
+    reporter = PrintReporter()
+    result = run_trial(parameters, tmp_path, reporter)
+    plain = resnet_spec(50, num_classes=10, stem="imagenet", width_multiplier=1 / 16, in_channels=1)
+    assert ArchSpec.from_json((tmp_path / "arch.json").read_text()) == plain
+    assert (result["scope"], result["architecture"], result["search_seconds"]) == ("none", {}, 0)
+    assert (result["search_epochs_run"], result["stop_epoch"]) == (0, None)
+    assert result["params"] == measure_cost(plain, input_size=(1, 129, 129)).params
+    assert reporter.result == result and reporter.history == [] and 0.0 <= result["default"] <= 1.0
+    (tmp_path / "s").mkdir()
+    searched = run_trial(smoke_parameters(SCOPE_CONFIGS[0]), tmp_path / "s", PrintReporter())
+    assert set(result) == set(searched)  # the same final dict as a searched scope
+    assert (tmp_path / "retrain.ckpt").is_file() and (tmp_path / "timm_export" / "model.safetensors").is_file()
+    assert not (tmp_path / "supernet.ckpt").exists()

@@ -23,9 +23,9 @@ from trainers.system import ClassificationSystem, OptimConfig
 pytestmark = pytest.mark.usefixtures("one_thread_and_seeded")
 
 
-def rb0_with_one_block(width: int = 4, in_channels: int = 2, num_classes: int = 3):
+def rb0_with_one_block(width: int = 4, in_channels: int = 2, num_classes: int = 3, kind: str = "basic"):
     spec = resbuilder_start_spec(num_classes=num_classes, width=width, in_channels=in_channels)
-    first = replace(spec.stages[0], blocks=(BlockSpec("basic", (width, width)),))
+    first = replace(spec.stages[0], blocks=(BlockSpec(kind, (width, width)),))
     return replace(spec, stages=(first, spec.stages[1]))
 
 
@@ -33,8 +33,9 @@ def tiny_resnet18(**kwargs):
     return resnet_spec(18, num_classes=10, stem="cifar", width_multiplier=0.125, **kwargs)
 
 
-def test_layer_lasso_is_the_l1_of_the_residual_convs_only():
-    model = build_model(rb0_with_one_block())
+@pytest.mark.parametrize("kind", ["basic", "resbuilder"])
+def test_layer_lasso_is_the_l1_of_the_residual_convs_only(kind):
+    model = build_model(rb0_with_one_block(kind=kind))
     block = model.get_submodule("layer1.0")  # layer1[0] would be the pool
     hand = block.conv1.weight.abs().sum() + block.conv2.weight.abs().sum()
     assert torch.equal(layer_lasso(model), hand)
@@ -58,9 +59,10 @@ def set_gammas(model, gammas: dict[str, list[float]]) -> None:
             model.get_submodule(name).weight.copy_(torch.tensor(values))
 
 
-def test_morphnet_penalty_by_hand_with_a_tied_stream_and_dead_channels():
+@pytest.mark.parametrize("kind", ["basic", "resbuilder"])  # the same convs, BNs and groups
+def test_morphnet_penalty_by_hand_with_a_tied_stream_and_dead_channels(kind):
     # input 2 x 8 x 8 -> stem conv 3x3 (8x8) -> pool (4x4) -> block 3x3, 3x3 -> pool (2x2) -> fc to 3 classes
-    model = build_model(rb0_with_one_block())
+    model = build_model(rb0_with_one_block(kind=kind))
     set_gammas(model, {
         "bn1": [1.0, 0.5, 0.001, -0.2],
         "layer1.0.bn2": [0.001, 0.7, 0.002, 0.003],  # added onto the stem's channels: one group
@@ -92,6 +94,7 @@ def test_morphnet_penalty_by_hand_with_a_tied_stream_and_dead_channels():
     (tiny_resnet18(), (3, 16, 16)),
     (resnet_spec(50, num_classes=7, width_multiplier=0.0625, stage_depths=(1, 2, 1, 1)), (3, 32, 32)),
     (nash_start_spec(widths=(4, 6, 8)), (3, 12, 12)),
+    (rb0_with_one_block(width=6, in_channels=3, kind="resbuilder"), (3, 12, 12)),
 ])
 def test_with_every_gamma_one_the_penalty_is_twice_the_flops(spec, input_size):
     # each conv counts C * c_in * c_out twice, except the stem (image side has no scales) and the fc

@@ -11,6 +11,7 @@ import torch
 from search_spaces import BlockSpec, build_model, measure_cost, nash_start_spec, resbuilder_start_spec, resnet_spec
 from search_spaces.edits.resbuilder import (
     INIT_MEAN_ABS,
+    INSERTED_KIND,
     insert_random_block,
     morphnet_width_step,
     remove_small_blocks,
@@ -65,7 +66,7 @@ def test_insertion_reaches_every_stage_and_position_and_keeps_shapes(spec):
         stage, position = where["stage"], where["position"]
         blocks = new_spec.stages[stage - 1].blocks
         width = stream_width(spec, stage, position)
-        assert blocks[position] == BlockSpec("basic", (width, width)) and where["width"] == width
+        assert blocks[position] == BlockSpec("resbuilder", (width, width)) and where["width"] == width
         assert blocks[:position] + blocks[position + 1:] == spec.stages[stage - 1].blocks
         if (stage, position) not in seen:
             assert loaded(new_spec, new_state)(images()).shape == (4, 5)
@@ -73,7 +74,34 @@ def test_insertion_reaches_every_stage_and_position_and_keeps_shapes(spec):
     assert seen == places
 
 
-@pytest.mark.parametrize("spec", [rb0_with_blocks(width=16), tiny_resnet18()])
+def with_leaky_stem(spec):
+    """A stream with negative values: a post-sum ReLU (the basic block's) would clip it, the paper's block not."""
+    return replace(spec, stem=replace(spec.stem, activation="leaky_relu"))
+
+
+def test_inserted_blocks_are_the_papers_block_with_no_activation_after_the_sum():
+    spec = rb0_with_blocks()
+    new_spec, _, where = insert_random_block(spec, build_model(spec).state_dict(), random.Random(3))
+    assert INSERTED_KIND == "resbuilder"
+    assert new_spec.stages[where["stage"] - 1].blocks[where["position"]].kind == "resbuilder"
+
+
+@pytest.mark.parametrize("spec", [with_leaky_stem(rb0_with_blocks(width=8)), with_leaky_stem(tiny_resnet18()),
+                                  resbuilder_start_spec(num_classes=5, width=8)])
+def test_an_inserted_block_with_a_zero_bn2_weight_is_exactly_the_identity(spec):
+    parent = build_model(spec, zero_init_last=False).eval()
+    x = images(2)
+    with torch.no_grad():
+        reference = parent(x)
+    for seed in range(6):
+        new_spec, new_state, where = insert_random_block(spec, parent.state_dict(), random.Random(seed))
+        key = f"layer{where['stage']}.{where['position']}.bn2.weight"
+        new_state = {**new_state, key: torch.zeros_like(new_state[key])}
+        with torch.no_grad():
+            assert torch.equal(loaded(new_spec, new_state)(x), reference), where
+
+
+@pytest.mark.parametrize("spec", [rb0_with_blocks(width=16), tiny_resnet18(), with_leaky_stem(rb0_with_blocks(16))])
 def test_an_inserted_block_is_nearly_but_not_exactly_the_identity(spec):
     parent = build_model(spec, zero_init_last=False)
     state = parent.state_dict()
@@ -99,6 +127,10 @@ def test_an_inserted_block_is_nearly_but_not_exactly_the_identity(spec):
 
 
 # ---- removal ------------------------------------------------------------------------------------------------
+def scaled_to_mean_abs(weight: torch.Tensor, mean_abs: float) -> torch.Tensor:
+    return weight * (mean_abs / weight.abs().mean())
+
+
 def test_removal_drops_exactly_the_blocks_below_tau_and_keeps_the_rest_bit_identical():
     spec = rb0_with_blocks(depths=(1, 3))
     state = build_model(spec, zero_init_last=False).state_dict()
@@ -106,6 +138,7 @@ def test_removal_drops_exactly_the_blocks_below_tau_and_keeps_the_rest_bit_ident
     state["layer2.1.conv2.weight"] = state["layer2.1.conv2.weight"] * 1e-7
     new_spec, new_state, removed = remove_small_blocks(spec, state, tau=1e-3)
     assert [(entry["stage"], entry["position"]) for entry in removed] == [(1, 0), (2, 1)]
+    assert removed[0]["conv_mean_abs"][0] < 1e-3 < removed[0]["conv_mean_abs"][1]
     assert new_spec.depths == (0, 2)
     renamed = {"layer2.0.": "layer2.0.", "layer2.1.": "layer2.2."}  # new prefix: old prefix
     for key, tensor in new_state.items():
@@ -126,6 +159,26 @@ def test_blocks_with_a_projection_are_never_removed():
     assert [(entry["stage"], entry["position"]) for entry in removed] == [(1, 0)]
     assert new_spec.depths == (0, 1, 1, 1)
     loaded(new_spec, new_state)(images())
+
+
+def test_removal_compares_the_mean_abs_weight_not_the_sum_with_tau():
+    """Eq. (6) as the authors' code applies it: mean |w| per weight. An inserted 3x3 32->32 conv at mean |w|
+    5e-4 sums to ~4.6, far above tau = 1e-3: a sum criterion would never remove it."""
+    spec = rb0_with_blocks(width=32, depths=(1, 2))
+    state = build_model(spec, zero_init_last=False).state_dict()
+    state["layer1.0.conv2.weight"] = scaled_to_mean_abs(state["layer1.0.conv2.weight"], 5e-4)  # goes
+    state["layer2.0.conv1.weight"] = scaled_to_mean_abs(state["layer2.0.conv1.weight"], 2e-3)  # stays
+    assert float(state["layer1.0.conv2.weight"].abs().sum()) > 4  # 9,216 weights
+    new_spec, _, removed = remove_small_blocks(spec, state, tau=1e-3)
+    assert [(entry["stage"], entry["position"]) for entry in removed] == [(1, 0)]
+    assert removed[0]["conv_mean_abs"][1] == pytest.approx(5e-4, rel=1e-4)
+    assert new_spec.depths == (0, 2)
+
+
+def test_a_freshly_inserted_block_is_not_removed_at_the_papers_tau():
+    spec = rb0_with_blocks(width=16)
+    new_spec, new_state, _ = insert_random_block(spec, build_model(spec).state_dict(), random.Random(0))
+    assert remove_small_blocks(new_spec, new_state, tau=1e-3)[0] == new_spec  # mean |w| 1e-2 > tau
 
 
 # ---- MorphNet width step ------------------------------------------------------------------------------------

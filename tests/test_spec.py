@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 
 from search_spaces.spec import (
     ACTIVATIONS,
+    BLOCK_KINDS,
+    WIDTH_COUNT,
     ArchSpec,
     BlockSpec,
     SpecError,
@@ -36,7 +38,7 @@ def test_json_round_trip(spec):
     assert json.loads(spec.to_json())["version"] == 1
 
 
-block_kinds = st.sampled_from(["conv", "basic", "bottleneck"])
+block_kinds = st.sampled_from(BLOCK_KINDS)
 
 
 @st.composite
@@ -49,7 +51,7 @@ def random_specs(draw):
         blocks = []
         for _ in range(draw(st.integers(0, 3))):
             kind = draw(block_kinds)
-            widths = tuple(draw(st.integers(1, 16)) for _ in range({"conv": 1, "basic": 2, "bottleneck": 3}[kind]))
+            widths = tuple(draw(st.integers(1, 16)) for _ in range(WIDTH_COUNT[kind]))
             stride = draw(st.integers(1, 2))
             projection = kind != "conv" and (stride != 1 or widths[-1] != channels)
             blocks.append(BlockSpec(kind, widths, draw(st.sampled_from([1, 3, 5])), draw(st.sampled_from(ACTIVATIONS)),
@@ -136,3 +138,43 @@ def test_unknown_resnet_depth_and_stem():
         resnet_spec(42)
     with pytest.raises(SpecError, match="imagenet, cifar"):
         resnet_spec(50, stem="huge")
+
+
+# ---- the resbuilder block kind (Burghoff et al.'s block: no activation after the sum) ---------------------------
+# A spec JSON as schema version 1 wrote it before the resbuilder kind existed: it must load unchanged.
+OLD_SPEC_JSON = """{"head": {"dropout": 0.0, "num_classes": 5}, "in_channels": 1,
+ "stages": [{"blocks": [{"activation": "relu", "kernel_size": 3, "kind": "basic", "projection": false,
+                          "stride": 1, "widths": [8, 8]}], "pool": "max"},
+            {"blocks": [], "pool": "max"}],
+ "stem": {"activation": "relu", "kernel_size": 3, "max_pool": false, "out_channels": 8, "stride": 1},
+ "version": 1}"""
+
+
+def rb0_with(block: BlockSpec) -> ArchSpec:
+    spec = resbuilder_start_spec(num_classes=5, width=8)
+    return replace(spec, stages=(replace(spec.stages[0], blocks=(block,)), spec.stages[1]))
+
+
+def test_old_spec_json_loads_unchanged_and_keeps_its_basic_block():
+    spec = ArchSpec.from_json(OLD_SPEC_JSON)
+    assert spec.version == 1 and spec.stages[0].blocks[0].kind == "basic"
+    assert json.loads(spec.to_json()) == json.loads(OLD_SPEC_JSON)
+
+
+def test_a_resbuilder_block_round_trips_and_is_residual():
+    spec = rb0_with(BlockSpec("resbuilder", (4, 8)))
+    block = spec.stages[0].blocks[0]
+    assert block.residual and block.out_channels == 8
+    assert ArchSpec.from_json(spec.to_json()) == spec and json.loads(spec.to_json())["version"] == 1
+
+
+def test_a_resbuilder_block_is_validated_like_a_basic_block():
+    with pytest.raises(SpecError, match="a resbuilder block needs 2 widths, got 3"):
+        rb0_with(BlockSpec("resbuilder", (8, 8, 8)))
+    with pytest.raises(SpecError, match="mismatched channels.*set projection=True"):
+        rb0_with(BlockSpec("resbuilder", (8, 6)))
+    with pytest.raises(SpecError, match="mismatched channels"):
+        rb0_with(BlockSpec("resbuilder", (8, 8), stride=2))
+    assert rb0_with(BlockSpec("resbuilder", (8, 6), projection=True)).num_features == 6
+    with pytest.raises(SpecError, match="unknown block kind 'resbuildr'; use one of .*resbuilder"):
+        rb0_with(BlockSpec("resbuildr", (8, 8)))

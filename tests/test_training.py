@@ -71,6 +71,43 @@ def test_an_extra_loss_term_adds_exactly_its_value():
     torch.testing.assert_close(with_term["cross_entropy"], without["cross_entropy"])
 
 
+def one_step_with_zero_gradients(model: nn.Module, config: OptimConfig) -> dict[str, torch.Tensor]:
+    """Per parameter, how much one optimiser step changed it when the loss gradient is zero: only decay acts."""
+    optimizer = ClassificationSystem(model, config, 1).configure_optimizers()
+    optimizer = optimizer["optimizer"] if isinstance(optimizer, dict) else optimizer
+    before = {name: parameter.detach().clone() for name, parameter in model.named_parameters()}
+    for parameter in model.parameters():
+        parameter.grad = torch.zeros_like(parameter)
+    optimizer.step()
+    return {name: (parameter.detach() - before[name]).abs().max() for name, parameter in model.named_parameters()}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_kernel_only_weight_decay_spares_batch_norm_and_biases(optimizer):
+    """ResBuilder's lambda_0 is a Keras kernel regulariser: conv and dense kernels decay, BN scales (which the
+    MorphNet term reads) and biases do not; "all" (the default) decays everything, as before."""
+    model = build_model(resnet_spec(18, num_classes=3, stem="cifar", width_multiplier=0.0625, stage_depths=(1, 1)))
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):  # nonzero BN weights and biases, so decay would show
+                module.weight.fill_(0.5), module.bias.fill_(0.25)
+    config = dict(optimizer=optimizer, lr=0.1, momentum=0.0, weight_decay=0.1, schedule="none")
+    changed = one_step_with_zero_gradients(model, OptimConfig(**config, weight_decay_on="kernels"))
+    modules = dict(model.named_modules())
+    kernels = {name for name in changed if name.endswith(".weight")
+               and isinstance(modules[name.rsplit(".", 1)[0]], (nn.Conv2d, nn.Linear))}
+    assert {"conv1.weight", "layer1.0.conv2.weight", "layer2.0.downsample.0.weight", "fc.weight"} <= kernels
+    assert all(changed[name] > 0 for name in kernels)
+    assert all(changed[name] == 0 for name in changed.keys() - kernels), sorted(changed.keys() - kernels)
+    everything = one_step_with_zero_gradients(model, OptimConfig(**config))
+    assert all(value > 0 for value in everything.values())
+
+
+def test_an_unknown_weight_decay_target_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="use one of all, kernels"):
+        OptimConfig(weight_decay_on="bn")
+
+
 class Exploding(nn.Module):
     def __init__(self):
         super().__init__()

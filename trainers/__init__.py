@@ -12,7 +12,8 @@ from typing import Any
 _NAMES = {
     "checkpoint": ("CheckpointError", "load_checkpoint", "read_checkpoint", "save_checkpoint", "write_checkpoint"),
     "datamodule": ("ClassificationDataModule", "build_transform", "make_datamodule"),
-    "datasets": ("AUGMENTS", "Augment", "DATASETS", "DataError", "DatasetInfo", "dataset_info"),
+    "datasets": ("AUGMENTS", "Augment", "DATASETS", "DataError", "DatasetInfo", "NORMALIZATIONS", "Normalize",
+                 "dataset_info", "normalization"),
     "device": ("lightning_accelerator", "training_device"),
     "fitting": ("FitResult", "evaluate", "fit"),
     "system": ("ClassificationSystem", "OptimConfig", "TrainingDivergedError"),

@@ -11,11 +11,22 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
 from .image_folders import CARVED_TEST_FRACTION, CARVED_TEST_SEED, folder_splits
-from .datasets import AUGMENTS, Augment, DataError, DatasetInfo, dataset_entry, dataset_info, resize_images
+from .datasets import (
+    AUGMENTS,
+    Augment,
+    DataError,
+    DatasetInfo,
+    Normalize,
+    dataset_entry,
+    dataset_info,
+    normalization,
+    resize_images,
+)
 
 
 
-def build_transform(info: DatasetInfo, image_size: int, augment: str, train: bool) -> v2.Compose:
+def build_transform(info: DatasetInfo, image_size: int, augment: str, train: bool,
+                    normalize: Normalize = "dataset") -> v2.Compose:
     """crop: random crop with 1/8 padding (CIFAR); shift: 10% translations (ResBuilder);
     resized_crop: random crop + resize (the search-scope paper); flips only where labels allow them."""
     if augment not in AUGMENTS:
@@ -30,7 +41,7 @@ def build_transform(info: DatasetInfo, image_size: int, augment: str, train: boo
         steps.append(v2.RandomResizedCrop(image_size, scale=(0.35, 1.0), antialias=True))
     if train and augment != "none" and info.flip:
         steps.append(v2.RandomHorizontalFlip(p=0.5))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(info.mean, info.std)]
+    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(*normalization(info, normalize))]
     return v2.Compose(steps)
 
 
@@ -57,6 +68,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         augment: Augment = "default",
         num_workers: int = 0,
         download: bool = True,
+        normalize: Normalize = "dataset",
     ):
         super().__init__()
         if not 0.0 < val_fraction < 1.0:
@@ -66,9 +78,10 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.batch_size, self.val_fraction, self.seed = batch_size, val_fraction, seed
         self.image_size = image_size or self.info.image_size
         self.augment, self.num_workers, self.download = augment, num_workers, download
+        self.normalize = normalize
         self.train_set = self.val_set = self.test_set = None
         self.test_source = ""  # where the test split comes from, for results to say
-        build_transform(self.info, self.image_size, augment, train=True)  # fail now on a bad augment name
+        build_transform(self.info, self.image_size, augment, train=True, normalize=normalize)  # fail now on bad names
 
     def split_indices(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The seeded split of the training set: same seed, same indices, in every process."""
@@ -78,8 +91,8 @@ class ClassificationDataModule(pl.LightningDataModule):
 
     def _transforms(self) -> tuple[v2.Compose, v2.Compose]:
         """(augmented, plain): training batches are augmented, evaluation batches never."""
-        return (build_transform(self.info, self.image_size, self.augment, train=True),
-                build_transform(self.info, self.image_size, self.augment, train=False))
+        return (build_transform(self.info, self.image_size, self.augment, train=True, normalize=self.normalize),
+                build_transform(self.info, self.image_size, self.augment, train=False, normalize=self.normalize))
 
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:

@@ -1,7 +1,8 @@
 """ResBuilder's loss terms: LayerLasso (G_L, paper eq. 3) and MorphNet's FLOP regulariser (G_M, eq. 1-2).
 
 Both come in the `ExtraLoss = (name, fn(model))` form of trainers.system, so the total loss is
-CE + lambda_L * G_L + lambda_M * G_M (the L2 term lambda_0 is the optimiser's weight decay).
+CE + lambda_L * G_L + lambda_M * G_M (the L2 term lambda_0 is the optimiser's weight decay, on conv and dense
+kernels only: OptimConfig(weight_decay_on="kernels"), so the BN scales G_M reads are not decayed).
 
 FLOP convention: a multiply-add counts as two FLOPs, as in search_spaces/cost.py, so a k x k conv from
 c_in to c_out channels on an u x v output costs C * c_in * c_out FLOPs with C = 2 * k * k * u * v.
@@ -45,7 +46,8 @@ def residual_block_convs(model: nn.Module) -> list[tuple[str, nn.Conv2d]]:
     """(name, conv) of the convs inside residual blocks, excluding shortcuts, the stem and the head.
 
     A residual block is recognised by its `downsample` attribute (None or the projection), which
-    resnas's, timm's and torchvision's BasicBlock/Bottleneck all carry and a plain conv block does not.
+    resnas's (basic, bottleneck, resbuilder), timm's and torchvision's blocks all carry and a plain conv block
+    does not.
     """
     convs = []
     for name, module in model.named_modules():

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal, Sequence, get_args
 
 import pytorch_lightning as pl
 import torch
@@ -12,6 +12,11 @@ from torch.nn import functional as F
 
 OPTIMIZERS: tuple[str, ...] = ("sgd", "adam")
 SCHEDULES: tuple[str, ...] = ("none", "cosine", "sgdr", "step")
+# all: weight decay on every parameter (torch's default); kernels: on conv and linear weights only, like a Keras
+# kernel_regularizer (ResBuilder's L2), so BN scales and biases, which MorphNet's term reads, are not decayed.
+DecayOn = Literal["all", "kernels"]
+DECAY_ON: tuple[str, ...] = get_args(DecayOn)
+KERNEL_LAYERS = (nn.Conv2d, nn.Linear)
 
 # (name, term): term(model) is a scalar added to the cross-entropy (LayerLasso, MorphNet, ...).
 ExtraLoss = tuple[str, Callable[[nn.Module], torch.Tensor]]
@@ -28,6 +33,7 @@ class OptimConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 0.0
+    weight_decay_on: DecayOn = "all"
     schedule: Literal["none", "cosine", "sgdr", "step"] = "cosine"
     lr_min: float = 0.0
     sgdr_period: int = 10  # SGDR: epochs until the first restart (T_0)
@@ -40,11 +46,28 @@ class OptimConfig:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; use one of {', '.join(OPTIMIZERS)}.")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"unknown schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}.")
+        if self.weight_decay_on not in DECAY_ON:
+            raise ValueError(f"unknown weight_decay_on {self.weight_decay_on!r}; use one of {', '.join(DECAY_ON)}.")
         if self.lr <= 0:
             raise ValueError(f"learning rate {self.lr} must be positive.")
 
 
+def parameter_groups(model: nn.Module, config: OptimConfig) -> list[dict]:
+    """The optimiser's parameter groups: one for "all"; for "kernels", conv/linear weights with the weight
+    decay and every other parameter (BN weights and biases, linear biases) with none."""
+    if config.weight_decay_on == "all":
+        return [{"params": list(model.parameters())}]
+    kernels = {id(module.weight) for module in model.modules()
+               if isinstance(module, KERNEL_LAYERS) and module.weight is not None}
+    decayed = [parameter for parameter in model.parameters() if id(parameter) in kernels]
+    others = [parameter for parameter in model.parameters() if id(parameter) not in kernels]
+    groups = [{"params": decayed}, {"params": others, "weight_decay": 0.0}]
+    return [group for group in groups if group["params"]]
+
+
 def make_optimizer(parameters, config: OptimConfig) -> torch.optim.Optimizer:
+    """`parameters`: parameters or parameter groups (see parameter_groups); groups without their own
+    weight_decay get config.weight_decay."""
     if config.optimizer == "adam":
         return torch.optim.Adam(parameters, lr=config.lr, weight_decay=config.weight_decay)
     return torch.optim.SGD(
@@ -107,7 +130,7 @@ class ClassificationSystem(pl.LightningModule):
         self.log("val_accuracy", (logits.argmax(1) == labels).float().mean(), on_epoch=True)
 
     def configure_optimizers(self):
-        optimizer = make_optimizer(self.model.parameters(), self.optim)
+        optimizer = make_optimizer(parameter_groups(self.model, self.optim), self.optim)
         scheduler = make_scheduler(optimizer, self.optim, self.epochs)
         if scheduler is None:
             return optimizer

@@ -2,8 +2,9 @@
 
 Elsken et al., "Simple and Efficient Architecture Search for CNNs" (NASH): a child network is its parent plus
 a few function-preserving changes, so it starts from the parent's weights and needs only a short training.
-This module decides *what* changes (spec level), one table entry per op (OPS); `morphisms.py` carries the weights over. It imports no torch
-so that a tuner running inside NNI's dispatcher can plan children cheaply.
+This module decides *what* changes (spec level), one table entry per op (OPS, each tagged with the paper's
+operator kind it implements); `morphisms.py` carries the weights over. It imports no torch so that a tuner
+running inside NNI's dispatcher can plan children cheaply.
 
 Sites are addressed like the state dict: `stage` is 1-based (`layer{stage}`), 0 is the stem where an op allows
 it (only widen); `block` is the block index in the stage, or the insert position for the deepen ops.
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict, dataclass, fields, replace
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from ..spec import ArchSpec, BlockSpec
 
@@ -77,13 +78,18 @@ def _block(spec: ArchSpec, stage: int, block: int, what: str) -> BlockSpec:
 
 def _preceding(spec: ArchSpec, stage: int, position: int) -> tuple[str, int]:
     """(activation, channels) of whatever feeds position `position` of `stage`: the closest earlier block, or
-    the stem. Pools sit in between at most, and they keep both the sign and the channel count."""
+    the stem. Pools sit in between at most, and they keep both the sign and the channel count. A ReLU
+    "resbuilder" block (x + relu(...), no activation after the sum) is non-negative exactly when its input
+    is, so the sign is read further back, past it."""
+    channels = None
     for stage_index in range(stage, 0, -1):
         blocks = spec.stages[stage_index - 1].blocks
         end = position if stage_index == stage else len(blocks)
-        if end > 0:
-            return blocks[end - 1].activation, blocks[end - 1].out_channels
-    return spec.stem.activation, spec.stem.out_channels
+        for block in reversed(blocks[:end]):
+            channels = channels or block.out_channels
+            if not (block.kind == "resbuilder" and block.activation == "relu"):
+                return block.activation, channels
+    return spec.stem.activation, channels or spec.stem.out_channels
 
 
 def next_block(spec: ArchSpec, stage: int, block: int) -> tuple[int, int, BlockSpec] | None:
@@ -240,23 +246,31 @@ def _keep_site(spec: ArchSpec, site: Morphism, rng: random.Random) -> Morphism:
     return site
 
 
+# The paper's operator kinds (NASH's ApplyNetMorphs samples uniformly among "deeper", "wider" and "skip");
+# "kernel" (enlarge_kernel) is this toolkit's extension, drawn only when the `morphisms` setting names it.
+MorphismKind = Literal["deeper", "wider", "skip", "kernel"]
+PAPER_KINDS: tuple[MorphismKind, ...] = ("deeper", "wider", "skip")
+
+
 @dataclass(frozen=True)
 class MorphismOp:
     """One op's spec-level rules; the weight rules are morphisms.WEIGHT_OPS, keyed the same way."""
 
+    kind: MorphismKind  # draws pick a kind first, then one of its ops: two deepen forms do not double "deeper"
     sites: Callable[[ArchSpec, str], list[Morphism]]  # every site where the op preserves the function
     child_spec: Callable[[ArchSpec, Morphism], ArchSpec]  # raises MorphismError where it would not
     draw: Callable[[ArchSpec, Morphism, random.Random], Morphism] = _keep_site  # fills the site's free fields
 
 
 OPS: dict[str, MorphismOp] = {
-    "deepen_conv": MorphismOp(_deepen_sites, _deepen_spec, _draw_deepen),
-    "deepen_residual": MorphismOp(_deepen_sites, _deepen_spec, _draw_deepen),
-    "widen": MorphismOp(_widen_sites, _widen_spec, _draw_widen),
-    "add_skip": MorphismOp(_add_skip_sites, _add_skip_spec),
-    "enlarge_kernel": MorphismOp(_enlarge_sites, _enlarge_spec),
+    "deepen_conv": MorphismOp("deeper", _deepen_sites, _deepen_spec, _draw_deepen),
+    "deepen_residual": MorphismOp("deeper", _deepen_sites, _deepen_spec, _draw_deepen),
+    "widen": MorphismOp("wider", _widen_sites, _widen_spec, _draw_widen),
+    "add_skip": MorphismOp("skip", _add_skip_sites, _add_skip_spec),
+    "enlarge_kernel": MorphismOp("kernel", _enlarge_sites, _enlarge_spec),
 }
-MORPHISM_OPS: tuple[str, ...] = tuple(OPS)
+MORPHISM_OPS: tuple[str, ...] = tuple(OPS)  # every op a spec or a setting may name
+DEFAULT_MORPHISM_OPS: tuple[str, ...] = tuple(op for op, entry in OPS.items() if entry.kind in PAPER_KINDS)
 
 
 def applicable_sites(spec: ArchSpec, op: str) -> list[Morphism]:
@@ -278,21 +292,33 @@ def _with_blocks(spec: ArchSpec, stage: int, blocks: tuple[BlockSpec, ...]) -> A
 
 
 # ---- random draws (NASH's ApplyNetMorphs) ---------------------------------------------------------------
-def draw_morphism(spec: ArchSpec, rng: random.Random, ops: Sequence[str] = MORPHISM_OPS) -> Morphism:
-    """One random morphism as NASH draws them: the op uniformly among those with a site, then the site
-    uniformly. Deepen ops get a kernel from DEEPEN_KERNEL_SIZES; widen grows the width by a factor uniform in
-    WIDEN_FACTOR_RANGE (at least by one channel). Every draw gets a seed, so a child is reproducible."""
-    sites_by_op = {op: applicable_sites(spec, op) for op in ops}
-    candidates = [op for op in ops if sites_by_op[op]]
-    if not candidates:
+def ops_by_kind(spec: ArchSpec, ops: Sequence[str]) -> dict[str, list[tuple[str, list[Morphism]]]]:
+    """{kind: [(op, its sites), ...]} for the ops among `ops` that have a site on `spec`, in `ops` order."""
+    grouped: dict[str, list[tuple[str, list[Morphism]]]] = {}
+    for op in ops:
+        sites = applicable_sites(spec, op)
+        if sites:
+            grouped.setdefault(OPS[op].kind, []).append((op, sites))
+    return grouped
+
+
+def draw_morphism(spec: ArchSpec, rng: random.Random, ops: Sequence[str] = DEFAULT_MORPHISM_OPS) -> Morphism:
+    """One random morphism as NASH draws them: the kind uniformly among the kinds with a site (by default the
+    paper's deeper, wider, skip), then the kind's op uniformly among those with a site (deeper: conv or
+    residual form), then the site uniformly. Deepen ops get a kernel from DEEPEN_KERNEL_SIZES; widen grows the
+    width by a factor uniform in WIDEN_FACTOR_RANGE (at least by one channel). Every draw gets a seed, so a
+    child is reproducible."""
+    grouped = ops_by_kind(spec, ops)
+    if not grouped:
         raise MorphismError(f"no morphism among {', '.join(ops)} applies to this spec; allow more ops.")
-    op = rng.choice(candidates)
-    site = OPS[op].draw(spec, rng.choice(sites_by_op[op]), rng)
+    kind = rng.choice(list(grouped))
+    op, sites = rng.choice(grouped[kind])
+    site = OPS[op].draw(spec, rng.choice(sites), rng)
     return replace(site, seed=rng.randrange(2**31))
 
 
 def draw_morphisms(
-    spec: ArchSpec, count: int, rng: random.Random, ops: Sequence[str] = MORPHISM_OPS
+    spec: ArchSpec, count: int, rng: random.Random, ops: Sequence[str] = DEFAULT_MORPHISM_OPS
 ) -> tuple[list[Morphism], ArchSpec]:
     """`count` morphisms applied in sequence, each drawn on the spec the previous one produced."""
     morphisms = []

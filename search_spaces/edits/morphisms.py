@@ -26,11 +26,13 @@ PRODUCERS: dict[tuple[str, int], tuple[str, ...]] = {
     ("conv", 0): ("conv1", "bn1"),
     ("basic", 0): ("conv1", "bn1"),
     ("basic", 1): ("conv2", "bn2", "downsample.0", "downsample.1"),
+    ("resbuilder", 0): ("conv1", "bn1"),
+    ("resbuilder", 1): ("conv2", "bn2", "downsample.0", "downsample.1"),
     ("bottleneck", 0): ("conv1", "bn1"),
     ("bottleneck", 1): ("conv2", "bn2"),
     ("bottleneck", 2): ("conv3", "bn3", "downsample.0", "downsample.1"),
 }
-INNER_CONSUMERS = {("basic", 0): "conv2", ("bottleneck", 0): "conv2", ("bottleneck", 1): "conv3"}
+INNER_CONSUMERS = {("basic", 0): "conv2", ("resbuilder", 0): "conv2", ("bottleneck", 0): "conv2", ("bottleneck", 1): "conv3"}
 
 
 def _dirac(channels: int, kernel_size: int, like: torch.Tensor) -> torch.Tensor:
@@ -132,7 +134,8 @@ def _add_skip(parts: BlockStates, morphism: Morphism, parent: ArchSpec, child: A
 
 def _enlarge_kernel(parts: BlockStates, morphism: Morphism, parent: ArchSpec, child: ArchSpec) -> None:
     kind = parent.stages[morphism.stage - 1].blocks[morphism.block].kind
-    spatial = {"conv": ("conv1",), "basic": ("conv1", "conv2"), "bottleneck": ("conv2",)}[kind]
+    spatial = {"conv": ("conv1",), "basic": ("conv1", "conv2"), "resbuilder": ("conv1", "conv2"),
+               "bottleneck": ("conv2",)}[kind]
     block = parts.stages[morphism.stage - 1][morphism.block]
     for layer in spatial:
         # A ring of zeros around the kernel plus one more pixel of padding: same window centre, same sum.

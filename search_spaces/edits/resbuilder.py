@@ -20,6 +20,7 @@ from ..spec import ArchSpec, BlockSpec, SpecError
 from .state_dicts import BlockStates, Tensors, fresh_batch_norm
 from .width_groups import group_scales, resize_state_dict, spec_with_widths, width_groups
 
+INSERTED_KIND = "resbuilder"  # the paper's block: both ReLUs inside the branch, none after the sum
 INSERTED_KERNEL = 3
 INSERTED_ACTIVATION = "relu"
 # Paper section 3.1: weights of mean magnitude 1e-2 keep the new block close to the identity without the
@@ -52,7 +53,8 @@ def stream_width(spec: ArchSpec, stage_index: int, position: int) -> int:
 
 
 def _near_identity_block_state(width: int, generator: torch.Generator, like: torch.Tensor) -> Tensors:
-    """A basic block's tensors: small random convs and bn2 weight; bn1 and all running stats at BN's defaults."""
+    """A resbuilder block's tensors: small random convs and bn2 weight; bn1 and all running stats at BN's
+    defaults. bn2's bias is 0, so with a zero bn2 weight the branch would output exactly 0 (the identity)."""
 
     def small_random(*shape: int) -> torch.Tensor:
         return (torch.randn(shape, generator=generator) * INIT_STD).to(like)
@@ -72,7 +74,7 @@ def _near_identity_block_state(width: int, generator: torch.Generator, like: tor
 def insert_random_block(
     spec: ArchSpec, state_dict: Tensors, rng: random.Random
 ) -> tuple[ArchSpec, Tensors, dict[str, Any]]:
-    """Insert a near-identity basic block at a random place: a stage uniformly, then a position uniformly.
+    """Insert a near-identity resbuilder block at a random place: a stage uniformly, then a position uniformly.
 
     Every position keeps the shape (an identity block as wide as the stream there), so any stage of any spec
     works, RB-0Net's and ResNet's alike; nothing goes before the stem or after the head by construction.
@@ -80,7 +82,7 @@ def insert_random_block(
     stage_index = rng.randrange(len(spec.stages)) + 1
     position = rng.randrange(len(spec.stages[stage_index - 1].blocks) + 1)
     width = stream_width(spec, stage_index, position)
-    block = BlockSpec("basic", (width, width), INSERTED_KERNEL, INSERTED_ACTIVATION)
+    block = BlockSpec(INSERTED_KIND, (width, width), INSERTED_KERNEL, INSERTED_ACTIVATION)
 
     stage = spec.stages[stage_index - 1]
     stages = list(spec.stages)
@@ -95,24 +97,31 @@ def insert_random_block(
 
 
 # ---- LayerLasso removal (section 3.2, eq. 6) ----------------------------------------------------------------
+def conv_mean_abs(state_dict: Tensors, prefix: str, block: BlockSpec) -> list[float]:
+    """Mean |w| per weight of each conv on the block's main path (conv1, conv2[, conv3]), not the shortcut."""
+    return [float(state_dict[f"{prefix}.conv{index}.weight"].abs().float().mean())
+            for index in range(1, len(block.widths) + 1)]
+
+
 def remove_small_blocks(
     spec: ArchSpec, state_dict: Tensors, tau: float
 ) -> tuple[ArchSpec, Tensors, list[dict[str, Any]]]:
-    """Drop every identity-shortcut block with a conv whose sum |w| is below `tau`.
+    """Drop every identity-shortcut block with a conv whose MEAN |w| per weight is below `tau` (eq. 6).
 
-    Blocks with a projection change the shape and always stay. Survivors keep their tensors (renamed).
+    Eq. (6) reads as a sum of |w| over a conv, but a sum scales with the conv's size: an inserted 3x3 32->32 conv
+    at mean |w| 1e-2 sums to ~92, so tau = 1e-3 would need mean |w| < 1.1e-7 and nothing would ever go. The
+    authors' code (training.py, `val_per_weight`) divides the sum by the number of weights before comparing
+    with tau; so do we. Blocks with a projection change the shape and always stay. Survivors keep their
+    tensors (renamed). Each removed entry carries `conv_mean_abs`, the per-conv means it was judged on.
     """
     doomed, removed = set(), []
     for stage_index, block_index, block in spec.iter_blocks():
         if not block.residual or block.projection:
             continue
-        prefix = f"layer{stage_index}.{block_index}"
-        norms = [
-            float(state_dict[f"{prefix}.conv{index}.weight"].abs().sum()) for index in range(1, len(block.widths) + 1)
-        ]
-        if min(norms) < tau:
+        means = conv_mean_abs(state_dict, f"layer{stage_index}.{block_index}", block)
+        if min(means) < tau:
             doomed.add((stage_index, block_index))
-            removed.append({"stage": stage_index, "position": block_index, "conv_l1": norms})
+            removed.append({"stage": stage_index, "position": block_index, "conv_mean_abs": means})
     new_spec, new_state = _drop_blocks(spec, state_dict, doomed)
     return new_spec, new_state, removed
 

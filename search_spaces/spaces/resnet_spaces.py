@@ -28,7 +28,7 @@ from torch import nn  # noqa: E402
 
 from ..blocks import BasicBlock, Bottleneck, activation_layer, conv2d  # noqa: E402
 from ..builder import Stage, add_head, add_stem, forward_features, forward_head, init_resnet_weights  # noqa: E402
-from ..scopes import SCOPES  # noqa: E402
+from ..scopes import ACTIVATION_CANDIDATES, KERNEL_CANDIDATES, SCOPES  # noqa: E402
 from ..spec import STEMS, ArchSpec, HeadSpec, SpecError, StageSpec, residual_stage, resnet_spec  # noqa: E402
 
 BLOCK_TYPES: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
@@ -72,8 +72,8 @@ class ScopedResNet50(ModelSpace):
     def __init__(
         self,
         scope: str,
-        kernels: tuple[int, ...] = (3, 5),
-        activations: tuple[str, ...] = ("relu", "leaky_relu", "mish"),
+        kernels: tuple[int, ...] = KERNEL_CANDIDATES,
+        activations: tuple[str, ...] = ACTIVATION_CANDIDATES,
         num_classes: int = 10,
         stem: str = "imagenet",
         width_multiplier: float = 1.0,

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Literal
 
-from typing import Any
-
-from search_spaces.edits.morphism_ops import MORPHISM_OPS
+from search_spaces.edits.morphism_ops import DEFAULT_MORPHISM_OPS, MORPHISM_OPS
 
 from ..data import Augment, DataSettings
-from ..settings import SettingsError, parse_settings, require_choice
+from ..settings import SettingsError, choices, parse_settings, require_choice
 
 START_NETS = ("nash",)  # or a path to an ArchSpec JSON file
+# hill_climbing: the paper's NASH; random_walk: its baseline without model selection (always move to a child).
+Mode = Literal["hill_climbing", "random_walk"]
+# How the neighbours of a step are trained: sgdr (cosine lr_start -> lr_end, restarted per neighbour) or the
+# paper's ablation, a constant lr_start; the start net's pretraining and the final training are cosine either way.
+NeighbourSchedule = Literal["sgdr", "constant"]
+MODES, NEIGHBOUR_SCHEDULES = choices(Mode), choices(NeighbourSchedule)
 
 
 @dataclass(frozen=True)
@@ -23,16 +28,27 @@ class HillClimbingSettings(DataSettings):
     start: str = "nash"
     start_widths: tuple[int, ...] = (64, 128, 256)
     pretrain_epochs: int = 20  # the start net is pretrained ~20 epochs
+    mode: Mode = "hill_climbing"
     n_steps: int = 5  # hill-climbing steps (the paper: 5 to 8)
-    n_neighbours: int = 8  # children per step
+    # Jobs per step, the paper's n_neigh: hill_climbing trains n_neighbours - 1 children plus the current best
+    # (retrained the same epochs, so it competes on equal terms); random_walk trains n_neighbours children
+    # (the paper's baseline: 1) and moves to one of them at random.
+    n_neighbours: int = 8
     n_morphisms: int = 5  # morphisms applied to make one child
-    epochs_neighbour: int = 17  # SGDR epochs per child
+    epochs_neighbour: int = 17  # epochs per neighbour
     epochs_final: int = 20  # the best net's final training
-    lr_start: float = 0.05  # SGDR: cosine from lr_start to lr_end, restarted for every child
+    lr_start: float = 0.05  # SGDR: cosine from lr_start to lr_end, restarted for every neighbour
     lr_end: float = 0.0
+    neighbour_schedule: NeighbourSchedule = "sgdr"
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    morphisms: tuple[str, ...] = MORPHISM_OPS
+    # The paper's three operator kinds (deeper, wider, skip); add "enlarge_kernel" for the kernel kind.
+    morphisms: tuple[str, ...] = DEFAULT_MORPHISM_OPS
+    # The paper trains its final nets on train + val; the final val accuracy is then reported as
+    # train_val_accuracy (not held out). The test split is never trained on.
+    final_on_train_and_val: bool = False
+    # Snapshot ensemble: test accuracy of the mean softmax of the winners of the last k steps (0: none).
+    ensemble_last: int = 0
 
     def check(self, where: str) -> None:
         super().check(where)
@@ -43,8 +59,17 @@ class HillClimbingSettings(DataSettings):
         for name in ("n_steps", "n_neighbours", "n_morphisms", "epochs_neighbour", "pretrain_epochs"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{where}: {name} must be at least 1, got {getattr(self, name)}.")
+        if self.mode == "hill_climbing" and self.n_neighbours < 2:
+            raise SettingsError(
+                f"{where}: n_neighbours counts the retrained current best, so hill_climbing needs at least 2 to "
+                f"try a child; for the paper's baseline without model selection set mode: random_walk."
+            )
         if self.epochs_final < 0:
             raise SettingsError(f"{where}: epochs_final must be 0 or more, got {self.epochs_final}.")
+        if not 0 <= self.ensemble_last <= self.n_steps:
+            raise SettingsError(
+                f"{where}: ensemble_last must be between 0 and n_steps ({self.n_steps}), got {self.ensemble_last}."
+            )
         if len(self.start_widths) != 3 or min(self.start_widths) < 1:
             raise SettingsError(f"{where}: start_widths must be three positive widths, got {list(self.start_widths)}.")
         if self.start not in START_NETS and not self.start.endswith(".json"):

@@ -1,7 +1,10 @@
-"""One NASH job: pretrain the start net, train one child, or give the best net its final training.
+"""One NASH job: pretrain the start net, train one child, retrain the parent, or give the best net its final
+training.
 
-Parameters (from HillClimbingTuner): kind (start | child | final), settings, epochs, out_dir, and for children
-`parent` (a checkpoint) + `morphisms`; for the final job `parent` (the best) and `start` (the start net).
+Parameters (from HillClimbingTuner): kind (start | child | parent | final), settings, epochs, out_dir; for
+children and the retrained parent `parent` (a checkpoint) + `morphisms` (none for the parent); for the final
+job `parent` (the best), `start` (the start net) and `ensemble` (checkpoints of the snapshot ensemble, may be
+empty) with their job keys `ensemble_jobs`.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from ..multi_trial.job_trial import (
 )
 from ..reporting import Reporter
 from ..settings import SettingsError, parse_settings
+from .final import TrainAndValData, ensemble_test_accuracy, load_members
 from .settings import HillClimbingSettings
 
 logger = logging.getLogger(__name__)
@@ -45,10 +49,16 @@ def start_spec(settings: HillClimbingSettings) -> ArchSpec:
     return load_start_spec(settings.start, {"nash": nash}, settings)
 
 
-def sgdr_optim(settings: HillClimbingSettings) -> OptimConfig:
-    """NASH's SGDR run: cosine annealing from lr_start to lr_end over the run's epochs, restarted per run."""
+NEIGHBOUR_KINDS = ("child", "parent")  # the jobs of a hill-climbing step, the ones neighbour_schedule governs
+
+
+def job_optim(settings: HillClimbingSettings, kind: str) -> OptimConfig:
+    """NASH's SGDR run: cosine annealing from lr_start to lr_end over the run's epochs, restarted per run.
+    With neighbour_schedule constant (the paper's ablation) a step's neighbours train at lr_start throughout;
+    the start net's pretraining and the final training stay cosine."""
+    constant = settings.neighbour_schedule == "constant" and kind in NEIGHBOUR_KINDS
     return OptimConfig(optimizer="sgd", lr=settings.lr_start, lr_min=settings.lr_end, momentum=settings.momentum,
-                       nesterov=True, weight_decay=settings.weight_decay, schedule="cosine")
+                       nesterov=True, weight_decay=settings.weight_decay, schedule="none" if constant else "cosine")
 
 
 def run_hill_climbing_trial(parameters: dict[str, Any], output_dir: Path, reporter: Reporter) -> dict[str, Any]:
@@ -62,26 +72,30 @@ def run_hill_climbing_trial(parameters: dict[str, Any], output_dir: Path, report
     kind, epochs = parameters.get("kind"), int(parameters["epochs"])
     torch.manual_seed(settings.seed)
     datamodule = make_job_datamodule(settings)
-    optim = sgdr_optim(settings)
+    optim = job_optim(settings, kind)
 
     if kind == "start":
         spec = start_spec(settings)
         model, facts = build_model(spec), {}
-    elif kind in ("child", "final"):
+    elif kind in (*NEIGHBOUR_KINDS, "final"):
         spec, state_dict = load_job_model(parameters["parent"])
         morphisms = [Morphism.from_dict(item) for item in parameters.get("morphisms", [])]
         spec, state_dict = apply_morphisms(spec, state_dict, morphisms)
         model = build_with_weights(spec, state_dict)
         facts = {"parent": parameters.get("parent_job"), "morphisms": [m.op for m in morphisms]}
     else:
-        raise SettingsError(f"unknown hill-climbing job kind {kind!r}; use start, child or final.")
+        raise SettingsError(f"unknown hill-climbing job kind {kind!r}; use start, child, parent or final.")
 
-    fitted = train(model, datamodule, settings, optim, epochs, reporter) if epochs > 0 else None
+    on_train_and_val = kind == "final" and settings.final_on_train_and_val and epochs > 0
+    train_data = TrainAndValData(datamodule) if on_train_and_val else datamodule
+    fitted = train(model, train_data, settings, optim, epochs, reporter) if epochs > 0 else None
     val_accuracy = fitted.final_val_accuracy if fitted else evaluate(model, datamodule, split="val")["accuracy"]
     save_job_model(out_dir, model, spec, extra={"job": parameters.get("job"), "epochs": epochs})
+    # Trained on the validation images too, the final net's val accuracy is no held-out number: named apart.
+    val_name = "train_val_accuracy" if on_train_and_val else "val_accuracy"
     result = {
         "default": val_accuracy,
-        "val_accuracy": val_accuracy,
+        val_name: val_accuracy,
         "job": parameters.get("job"),
         "train_seconds": round(fitted.seconds, 1) if fitted else 0.0,
         **cost_facts(spec, settings),
@@ -89,6 +103,8 @@ def run_hill_climbing_trial(parameters: dict[str, Any], output_dir: Path, report
     }
     if kind == "final":
         result.update(_final_facts(model, spec, datamodule, settings, out_dir, parameters["start"]))
+        result.update(_ensemble_facts(parameters.get("ensemble") or [], parameters.get("ensemble_jobs") or [],
+                                      datamodule, settings))
     write_result(out_dir, result)
     reporter.final(result)
     return result
@@ -108,4 +124,17 @@ def _final_facts(model, spec: ArchSpec, datamodule, settings: HillClimbingSettin
         "start_val_accuracy": start_val,
         "start_params": cost_facts(start_spec_, settings)["params"],
         **tested,
+    }
+
+
+def _ensemble_facts(checkpoints: list[str], jobs: list[str], datamodule, settings: HillClimbingSettings
+                    ) -> dict[str, Any]:
+    """The snapshot ensemble of the winners of the last ensemble_last steps, tested beside the final net."""
+    if not checkpoints:
+        return {}
+    members = load_members(checkpoints)
+    return {
+        "ensemble_test_accuracy": ensemble_test_accuracy([model for _, model in members], datamodule),
+        "ensemble_jobs": jobs,
+        "ensemble_params": sum(cost_facts(spec, settings)["params"] for spec, _ in members),
     }

@@ -1,13 +1,19 @@
 """HillClimbingTuner: NASH (Elsken et al.) as an NNI customized tuner.
 
     start            pretrain the start net
-    step k = 1..n    n_neighbours children of the current best, each = n_morphisms random network morphisms
-                     + a short SGDR run; move to the best of {current best, children} by validation accuracy
-    final            train the best net epochs_final more epochs, test it, export it to timm
+    step k = 1..n    hill_climbing (the paper's Algorithm 1): n_neighbours - 1 children of the current best,
+                     each = n_morphisms random network morphisms + a short SGDR run, and the current best
+                     itself trained the same epochs (job step{k}/parent, no morphism); move to the best of
+                     these n_neighbours by their new validation accuracy (ties keep the parent).
+                     random_walk (the paper's baseline without model selection): n_neighbours children, move to
+                     one of them at random (seeded), never keep the parent.
+    final            train the best net epochs_final more epochs (optionally on train + val), test it, export
+                     it to timm; with ensemble_last = k, also test the ensemble of the winners of the last k steps
 
 The tuner draws the morphisms (on ArchSpec JSON, no weights); each child's trial applies them to the parent's
-checkpoint and trains. Children that fail are skipped. The lineage (winner, morphisms, accuracy and params per
-step) is kept in the state file and drawn as lineage.png beside it after every step.
+checkpoint and trains. Children that fail are skipped; a failed retraining of the parent lets the parent
+compete with its previous result. The lineage (winner, morphisms, accuracy and params per step) is kept in
+the state file and drawn as lineage.png beside it after every step.
 
 The morphisms are drawn on specs alone (search_spaces.edits.morphism_ops imports no torch): NNI gives the
 tuner process 10 s from its start to connect.
@@ -33,6 +39,17 @@ def child_key(step: int, index: int) -> str:
     return f"step{step}/child{index}"
 
 
+def random_walk_choice(seed: int, step: int, children: list[str]) -> str:
+    """The random walk's next net: uniform over the step's finished children, seeded per (seed, step) so a
+    resumed search chooses alike; accuracy plays no part."""
+    return random.Random(f"{seed}:{step}:walk").choice(children)
+
+
+def parent_key(step: int) -> str:
+    """The job that retrains the current best in a hill-climbing step (one of the step's n_neighbours)."""
+    return f"step{step}/parent"
+
+
 class HillClimbingTuner(MultiTrialTuner):
     method = "hill_climbing"
     figure = LINEAGE
@@ -48,58 +65,97 @@ class HillClimbingTuner(MultiTrialTuner):
         return [self._job(START, START, self.settings.pretrain_epochs)]
 
     # ---- one step ---------------------------------------------------------------------------------------------
-    def _children(self, step: int) -> list[dict[str, Any]]:
+    @property
+    def _retrains_parent(self) -> bool:
+        return self.settings.mode == "hill_climbing"
+
+    def _child_keys(self, step: int) -> list[str]:
+        n_children = self.settings.n_neighbours - (1 if self._retrains_parent else 0)
+        return [child_key(step, index) for index in range(n_children)]
+
+    def _step_keys(self, step: int) -> list[str]:
+        """The step's n_neighbours jobs: its children, and in hill_climbing the retrained parent last."""
+        return self._child_keys(step) + ([parent_key(step)] if self._retrains_parent else [])
+
+    def _step_jobs(self, step: int) -> list[dict[str, Any]]:
         from search_spaces.edits.morphism_ops import draw_morphisms
         from search_spaces.spec import ArchSpec
 
         parent = self.state["best"]
         parent_spec = ArchSpec.from_json((self.job_dir(parent) / SPEC_FILE).read_text())
+        from_parent = {"parent": self.checkpoint(parent), "parent_job": parent}
         jobs = []
-        for index in range(self.settings.n_neighbours):
+        for index, key in enumerate(self._child_keys(step)):
             # Seeded per (seed, step, child): a resumed search draws the same children.
             rng = random.Random(f"{self.settings.seed}:{step}:{index}")
             morphisms, _ = draw_morphisms(parent_spec, self.settings.n_morphisms, rng, self.settings.morphisms)
-            jobs.append(self._job(child_key(step, index), "child", self.settings.epochs_neighbour,
-                                  parent=self.checkpoint(parent), parent_job=parent,
+            jobs.append(self._job(key, "child", self.settings.epochs_neighbour, **from_parent,
                                   morphisms=[morphism.to_dict() for morphism in morphisms]))
+        if self._retrains_parent:
+            jobs.append(self._job(parent_key(step), "parent", self.settings.epochs_neighbour, **from_parent,
+                                  morphisms=[]))
         return jobs
 
-    def _lineage_entry(self, step: int, key: str, candidates: list[str]) -> dict[str, Any]:
+    def _candidate(self, key: str) -> dict[str, Any]:
         result = self.result(key) or {}
+        return {"job": key, "status": self.jobs[key]["status"], "val_accuracy": result.get("val_accuracy"),
+                "params": result.get("params"),
+                "retrained_parent": self.jobs[key]["params"].get("kind") == "parent"}
+
+    def _lineage_entry(self, step: int, winner: str, parent: str | None, candidates: list[str]) -> dict[str, Any]:
+        result = self.result(winner) or {}
+        kept = parent is not None and winner not in self._child_keys(step)
         return {
             "step": step,
-            "winner": key,
-            "parent": (self.jobs[key]["params"].get("parent_job")),
-            "morphisms": self.jobs[key]["params"].get("morphisms", []),
+            "winner": winner,
+            "parent": parent,  # the best net before this step
+            "kept": kept,  # the step stayed at its parent (retrained, or its old result if that failed)
+            "morphisms": [] if kept else self.jobs[winner]["params"].get("morphisms", []),
             "val_accuracy": result.get("val_accuracy"),
             "params": result.get("params"),
             "flops": result.get("flops"),
-            "candidates": [
-                {"job": c, "status": self.jobs[c]["status"],
-                 "val_accuracy": (self.result(c) or {}).get("val_accuracy"), "params": (self.result(c) or {}).get("params")}
-                for c in candidates
-            ],
+            "candidates": [self._candidate(key) for key in candidates],
         }
 
-    def _climb(self, step: int) -> None:
-        """Move to the best of the current best and this step's finished children (ties keep the parent)."""
-        parent = self.state["best"]
-        children = [child_key(step, i) for i in range(self.settings.n_neighbours)]
-        best, best_accuracy = parent, self.result(parent)["val_accuracy"]
-        for key in children:
+    def _best_neighbour(self, step: int, parent: str) -> str:
+        """The paper's selection: the best of the step's n_neighbours by their new validation accuracy; the
+        retrained parent is one of them, and ties keep it. If its retraining failed, the parent competes with
+        its previous result, so the step can still move or stay."""
+        retrained = parent_key(step)
+        if self.result(retrained) is not None:
+            best = retrained
+        else:
+            logger.warning("step %d: retraining the parent %s failed; it competes with its previous val accuracy",
+                           step, parent)
+            best = parent
+        best_accuracy = self.result(best)["val_accuracy"]
+        for key in self._child_keys(step):
             result = self.result(key)
             if result is not None and result["val_accuracy"] > best_accuracy:
                 best, best_accuracy = key, result["val_accuracy"]
-        failed = [key for key in children if self.jobs[key]["status"] == FAILED]
+        return best
+
+    def _random_child(self, step: int, parent: str) -> str:
+        """The paper's baseline without model selection: always a child, never the parent (unless all failed)."""
+        finished = [key for key in self._child_keys(step) if self.result(key) is not None]
+        if not finished:
+            logger.warning("step %d: every child failed; the random walk stays at %s", step, parent)
+            return parent
+        return random_walk_choice(self.settings.seed, step, finished)
+
+    def _climb(self, step: int) -> None:
+        parent, keys = self.state["best"], self._step_keys(step)
+        failed = [key for key in keys if self.jobs[key]["status"] == FAILED]
         if failed:
-            logger.warning("step %d: %d children failed and were skipped: %s", step, len(failed), ", ".join(failed))
+            logger.warning("step %d: %d jobs failed and were skipped: %s", step, len(failed), ", ".join(failed))
+        best = self._best_neighbour(step, parent) if self._retrains_parent else self._random_child(step, parent)
         self.state["best"] = best
-        self.state["lineage"].append(self._lineage_entry(step, best, [parent, *children]))
-        logger.info("step %d: best is %s (val accuracy %.4f)", step, best, best_accuracy)
+        self.state["lineage"].append(self._lineage_entry(step, best, parent, keys))
+        logger.info("step %d: best is %s (val accuracy %.4f)", step, best, self.result(best)["val_accuracy"])
 
     # ---- phases -----------------------------------------------------------------------------------------------
     def next_jobs(self) -> list[dict[str, Any]]:
-        if not self.all_ended():  # a step moves on when every child has ended
+        if not self.all_ended():  # a step moves on when every job of it has ended
             return []
         step = self.state["step"]
         if step == 0:
@@ -107,7 +163,7 @@ class HillClimbingTuner(MultiTrialTuner):
                 self.finish("the start net's trial failed; see its log in the dashboard and rerun")
                 return []
             self.state["best"] = START
-            self.state["lineage"].append(self._lineage_entry(0, START, [START]))
+            self.state["lineage"].append(self._lineage_entry(0, START, None, [START]))
         else:
             if step <= self.settings.n_steps:
                 self._climb(step)
@@ -117,10 +173,21 @@ class HillClimbingTuner(MultiTrialTuner):
         self.draw()
         self.state["step"] = step + 1
         if step < self.settings.n_steps:
-            return self._children(step + 1)
-        best = self.state["best"]
-        return [self._job(FINAL, FINAL, self.settings.epochs_final, parent=self.checkpoint(best), parent_job=best,
-                          start=self.checkpoint(START))]
+            return self._step_jobs(step + 1)
+        return [self._final_job()]
+
+    def _ensemble_members(self) -> list[str]:
+        """The winners of the last ensemble_last steps (step 0, the start net, is not a step), each once."""
+        if self.settings.ensemble_last == 0:
+            return []
+        winners = [entry["winner"] for entry in self.state["lineage"] if entry["step"] >= 1]
+        return list(dict.fromkeys(winners[-self.settings.ensemble_last:]))
+
+    def _final_job(self) -> dict[str, Any]:
+        best, members = self.state["best"], self._ensemble_members()
+        return self._job(FINAL, FINAL, self.settings.epochs_final, parent=self.checkpoint(best), parent_job=best,
+                         start=self.checkpoint(START), ensemble=[self.checkpoint(key) for key in members],
+                         ensemble_jobs=members)
 
     def _end_search(self) -> None:
         if self.jobs[FINAL]["status"] != DONE:

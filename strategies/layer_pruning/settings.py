@@ -26,7 +26,8 @@ class LayerPruningSettings(DataSettings):
     variant_epochs: int = 10  # No Reg RI / WI epochs per architecture
     lambda_morphnet: float = 1e-7  # lambda_M
     lambda_lasso: float = 1e-8  # lambda_L
-    tau_lasso: float = 1e-3  # tau_L: a block with a conv whose sum |w| falls below it is deleted
+    tau_lasso: float = 1e-3  # tau_L: a block with a conv whose mean |w| per weight falls below it is deleted
+    # (the authors' code divides eq. 6's sum by the conv's weight count; a raw sum is ~1e4 x larger)
     weight_decay: float = 1e-5  # lambda_0, the extra L2 term
     zeta: float = 1e8  # FLOP budget of the MorphNet width step (1e9 for the paper's 300 px Animals10)
     gamma_threshold: float = 1e-2  # a channel is alive while its BN |gamma| is above this

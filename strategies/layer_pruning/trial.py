@@ -10,8 +10,13 @@ from typing import Any
 import torch
 
 from search_spaces.builder import build_model
-from search_spaces.edits.resbuilder import insert_random_block, morphnet_width_step, remove_small_blocks
-from search_spaces.spec import ArchSpec, resbuilder_start_spec, resnet_spec
+from search_spaces.edits.resbuilder import (
+    conv_mean_abs,
+    insert_random_block,
+    morphnet_width_step,
+    remove_small_blocks,
+)
+from search_spaces.spec import WIDTH_COUNT, ArchSpec, resbuilder_start_spec, resnet_spec
 from trainers import OptimConfig, evaluate
 from trainers.regularizers import layer_lasso_term, morphnet_term
 
@@ -44,14 +49,19 @@ def start_spec(settings: LayerPruningSettings) -> ArchSpec:
 
 def shape_facts(spec: ArchSpec) -> dict[str, Any]:
     """Depth counted like ResNet-18's 18 (convs on the main path + the dense layer), widths per layer."""
-    convs = {"conv": 1, "basic": 2, "bottleneck": 3}
     first_stage = [spec.stem.out_channels] + [max(block.widths) for block in spec.stages[0].blocks]
     return {
-        "depth": 1 + sum(convs[block.kind] for _, _, block in spec.iter_blocks()) + 1,
+        "depth": 1 + sum(WIDTH_COUNT[block.kind] for _, _, block in spec.iter_blocks()) + 1,
         "blocks": sum(len(stage.blocks) for stage in spec.stages),
         "widest_first_stage": max(first_stage),
         "widths": [spec.stem.out_channels] + [list(block.widths) for _, _, block in spec.iter_blocks()],
     }
+
+
+def lasso_facts(spec: ArchSpec, state_dict: dict[str, torch.Tensor]) -> dict[str, list[float]]:
+    """Per removable block (identity shortcut), the mean |w| of its convs: what the next step's removal reads."""
+    return {f"layer{stage}.{index}": conv_mean_abs(state_dict, f"layer{stage}.{index}", block)
+            for stage, index, block in spec.iter_blocks() if block.residual and not block.projection}
 
 
 def run_layer_pruning_trial(parameters: dict[str, Any], output_dir: Path, reporter: Reporter) -> dict[str, Any]:
@@ -68,7 +78,9 @@ def run_layer_pruning_trial(parameters: dict[str, Any], output_dir: Path, report
         result = _final(parameters, settings, datamodule, out_dir)
     else:
         spec, model, facts = _prepare(kind, parameters, settings)
-        optim = OptimConfig(optimizer="adam", lr=settings.lr, weight_decay=settings.weight_decay, schedule="none")
+        # lambda_0 is the paper's Keras kernel regulariser: conv and dense kernels only, never the BN scales
+        optim = OptimConfig(optimizer="adam", lr=settings.lr, weight_decay=settings.weight_decay,
+                            weight_decay_on="kernels", schedule="none")
         extra_losses = _regularizers(spec, settings) if kind == "with_reg" else []
         fitted = train(model, datamodule, settings, optim, int(parameters["epochs"]), reporter,
                        extra_losses=extra_losses, report_extra={"step": parameters["step"]})
@@ -76,6 +88,8 @@ def run_layer_pruning_trial(parameters: dict[str, Any], output_dir: Path, report
         result = {"default": fitted.final_val_accuracy, "val_accuracy": fitted.final_val_accuracy, "variant": kind,
                   "step": parameters["step"], "job": parameters.get("job"), "zeta": settings.zeta,
                   **cost_facts(spec, settings), **shape_facts(spec), **facts}
+        if kind == "with_reg":
+            result["conv_mean_abs"] = lasso_facts(spec, model.state_dict())
     write_result(out_dir, result)
     reporter.final(result)
     return result

@@ -31,7 +31,7 @@ from trainers import (
 from trainers.atomic import atomic_write_text
 from trainers.system import ExtraLoss
 
-from ..data import DataSettings, input_size
+from ..data import DataSettings, export_normalization, input_size
 from ..reporting import Reporter
 from ..settings import SettingsError
 from .job_files import MODEL_FILE, SPEC_FILE
@@ -115,9 +115,8 @@ def cost_facts(spec: ArchSpec, data: DataSettings) -> dict[str, int]:
 def test_and_export(model: nn.Module, spec: ArchSpec, datamodule: ClassificationDataModule, data: DataSettings,
                     out_dir: Path) -> dict[str, Any]:
     """Test-split accuracy and the timm folder of the final network."""
-    info = dataset_info(data.dataset, data.data_dir)
     model.to(training_device())
     test = evaluate(model, datamodule, split="test")
-    export_dir = export_to_timm(spec, model.cpu(), out_dir / "timm_export", mean=info.mean, std=info.std,
+    export_dir = export_to_timm(spec, model.cpu(), out_dir / "timm_export", **export_normalization(data),
                                 input_size=input_size(data))
     return {"test_accuracy": test["accuracy"], "test_split": datamodule.test_source, "export_dir": str(export_dir)}

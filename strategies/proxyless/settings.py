@@ -10,7 +10,14 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from search_spaces.scopes import SCOPE_NAMES
+from search_spaces.scopes import (
+    BASELINE_SCOPE,
+    KERNEL_CANDIDATES,
+    SCOPE_NAMES,
+    searched_kernel_maps,
+    smallest_image_size_for_kernels,
+)
+from trainers.datasets import dataset_entry
 
 from ..data import Augment, DataSettings
 from ..settings import SettingsError, choices, parse_settings, require_choice
@@ -21,9 +28,12 @@ GRADIENT_ESTIMATORS = choices(GradientEstimator)
 
 @dataclass(frozen=True)
 class ProxylessSettings(DataSettings):
-    # DataSettings: dataset (cifar10), data_dir, image_size, batch_size (64), val_fraction (0.1: architecture
+    # DataSettings: dataset (cifar10), data_dir, batch_size (64), val_fraction (0.1: architecture
     # steps use this held-out part of the training set), limits, num_workers, seed.
-    scope: str = "m"
+    scope: str = "m"  # s, m, l, f, or "none": the plain ResNet-50 of Table I, retrained without a search
+    # Resized, as the paper's crops: 224 px puts ResNet-50's stages at 56/28/14/7, while CIFAR's native 32 px
+    # would leave 2x2 and 1x1 maps under the 5x5 candidates (check() refuses that; None = native size).
+    image_size: int | None = 224
     stem: Literal["imagenet", "cifar"] = "imagenet"  # the paper's counts match torchvision's 7x7 stem
     width_multiplier: float = 1.0
     # The paper: random crop + resize, horizontal flip p=0.5 (flips only where labels allow), normalisation.
@@ -45,13 +55,36 @@ class ProxylessSettings(DataSettings):
     retrain_schedule: Literal["cosine", "none"] = "cosine"
 
     def check(self, where: str) -> None:
-        require_choice(self.scope, SCOPE_NAMES, "scope", where)
+        require_choice(self.scope, (*SCOPE_NAMES, BASELINE_SCOPE), "scope", where)
         super().check(where)
         for name in ("search_epochs", "retrain_epochs", "arch_update_every"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{where}: {name} must be at least 1, got {getattr(self, name)}.")
         if self.width_multiplier <= 0:
             raise SettingsError(f"{where}: width_multiplier must be positive, got {self.width_multiplier}.")
+        self._check_kernels_fit(where)
+
+    def network_image_size(self) -> int:
+        """The side of the images the network sees: image_size, else the dataset's native size."""
+        # The registry's static facts, not dataset_info(): that one lists an image folder's classes, and the
+        # folder need not exist where a config is validated (NNI's tuner process, `resnas validate`).
+        return self.image_size or dataset_entry(self.dataset).info.image_size
+
+    def _check_kernels_fit(self, where: str) -> None:
+        """Refuse a searched kernel choice on a map smaller than the kernel: there the larger candidate's
+        extra taps read mostly (at 1x1 or 2x2 only) zero padding, so its gate moves on noise (CIFAR's 32 px
+        through the 7x7/s2 stem reaches stage 3 at 2x2 and stage 4 at 1x1)."""
+        kernel = max(KERNEL_CANDIDATES)
+        image_size = self.network_image_size()
+        for stage, block, side in searched_kernel_maps(self.scope, self.stem, image_size):
+            if side < kernel:
+                source = f"image_size {image_size}" if self.image_size else f"{self.dataset}'s native {image_size} px"
+                smallest = smallest_image_size_for_kernels(self.scope, self.stem, kernel)
+                raise SettingsError(
+                    f"{where}: with the {self.stem} stem and {source}, scope {self.scope} searches a "
+                    f"{kernel}x{kernel} kernel in layer{stage}.{block} on a {side}x{side} map, smaller than the "
+                    f"kernel, so every window of it reads zero padding; set image_size to at least {smallest}."
+                )
 
 
 @dataclass(frozen=True)
@@ -65,7 +98,10 @@ class ProxylessSearchConfig:
     # Architecture parameters: the paper's Adam, lr 1e-3, no weight decay (NNI 3.0 fixes DARTS's settings).
     arch_lr: float = 1e-3
     arch_weight_decay: float = 0.0
-    arch_betas: tuple[float, float] = (0.9, 0.999)
+    # beta1 = 0, as the official ProxylessNAS: a candidate the two-path estimator did not sample gets a zero
+    # gradient, and with momentum (beta1 = 0.9) Adam would still move it by its old gradients, breaking the
+    # rescaling's promise that unsampled candidates keep their probability.
+    arch_betas: tuple[float, float] = (0.0, 0.999)
     arch_update_every: int = 1
     # two_path: the official ProxylessNAS estimator, two candidates per choice and step, so its cost does
     # not grow with the number of candidates; "full" evaluates all of them (NNI's default).

@@ -1,4 +1,5 @@
 """One ProxylessNAS search-scope trial: search, take the argmax path, retrain it from scratch, test, export.
+Scope "none" is Table I's baseline: no search, the plain ResNet-50 retrained, tested and exported the same way.
 
 Artifacts in the trial's output folder: supernet.ckpt (resumable), gates.json + gates.png (Fig. 3),
 arch.json (the ArchSpec found), retrain.ckpt and timm_export/.
@@ -17,10 +18,14 @@ import torch
 from search_spaces.builder import build_model
 from search_spaces.cost import measure_cost
 from search_spaces.export import export_to_timm
+from search_spaces.scopes import BASELINE_SCOPE
 from search_spaces.spaces import ScopedResNet50
+from search_spaces.spec import ArchSpec, resnet_spec
 from trainers import CheckpointError, OptimConfig, dataset_info, evaluate, fit, training_device
 from trainers.atomic import atomic_write_text
+from trainers.datasets import DatasetInfo
 
+from ..data import export_normalization
 from ..data import input_size as data_input_size
 from ..data import make_job_datamodule
 from ..reporting import Reporter
@@ -37,20 +42,24 @@ def run_proxyless_trial(parameters: dict[str, Any], output_dir: Path, reporter: 
     torch.manual_seed(settings.seed)
     info = dataset_info(settings.dataset, settings.data_dir)
     datamodule = make_job_datamodule(settings)
-    space = ScopedResNet50(
-        settings.scope,
-        num_classes=info.num_classes,
-        stem=settings.stem,
-        width_multiplier=settings.width_multiplier,
-        in_channels=info.in_channels,
-    )
     input_size = data_input_size(settings)
 
-    search_started = time.perf_counter()
-    sample, search_facts = _search(space, settings, datamodule, input_size, output_dir, reporter)
-    search_seconds = time.perf_counter() - search_started
+    if settings.scope == BASELINE_SCOPE:
+        spec, sample, search_facts = _baseline_spec(settings, info), {}, {"search_epochs_run": 0, "stop_epoch": None}
+        search_seconds = 0.0
+    else:
+        space = ScopedResNet50(
+            settings.scope,
+            num_classes=info.num_classes,
+            stem=settings.stem,
+            width_multiplier=settings.width_multiplier,
+            in_channels=info.in_channels,
+        )
+        search_started = time.perf_counter()
+        sample, search_facts = _search(space, settings, datamodule, input_size, output_dir, reporter)
+        spec = space.to_spec(sample)
+        search_seconds = time.perf_counter() - search_started
 
-    spec = space.to_spec(sample)
     atomic_write_text(output_dir / "arch.json", spec.to_json())
     logger.info("architecture found: %s", json.dumps(sample))
 
@@ -79,11 +88,12 @@ def run_proxyless_trial(parameters: dict[str, Any], output_dir: Path, reporter: 
     test = evaluate(model, datamodule, split="test")
     cost = measure_cost(spec, input_size=input_size)
     export_dir = export_to_timm(
-        spec, model, output_dir / "timm_export", mean=info.mean, std=info.std, input_size=input_size
+        spec, model, output_dir / "timm_export", **export_normalization(settings), input_size=input_size
     )
     final = {
         "default": test["accuracy"],
         "test_accuracy": test["accuracy"],
+        "test_split": datamodule.test_source,
         "val_accuracy": fitted.final_val_accuracy,
         "params": cost.params,
         "flops": cost.flops,
@@ -97,6 +107,18 @@ def run_proxyless_trial(parameters: dict[str, Any], output_dir: Path, reporter: 
     }
     reporter.final(final)
     return final
+
+
+def _baseline_spec(settings: ProxylessSettings, info: DatasetInfo) -> ArchSpec:
+    """Table I's plain ResNet-50 (k3/ReLU everywhere): the base network every scope searches around, with
+    the same stem, width and classes, trained and tested by the same code as a found architecture."""
+    return resnet_spec(
+        50,
+        num_classes=info.num_classes,
+        stem=settings.stem,
+        width_multiplier=settings.width_multiplier,
+        in_channels=info.in_channels,
+    )
 
 
 def _search(space, settings: ProxylessSettings, datamodule, input_size, output_dir: Path, reporter: Reporter):
