@@ -145,7 +145,8 @@ class Bottleneck(nn.Module):
 RESIDUAL_BLOCKS: dict[str, type[nn.Module]] = {
     "basic": BasicBlock, "bottleneck": Bottleneck, "resbuilder": ResBuilderBlock,
 }
-assert set(RESIDUAL_BLOCKS) == set(RESIDUAL_KINDS), "spec.RESIDUAL_KINDS and RESIDUAL_BLOCKS must list the same kinds"
+if set(RESIDUAL_BLOCKS) != set(RESIDUAL_KINDS):  # a kind the spec accepts but nothing builds would fail late
+    raise ImportError("spec.RESIDUAL_KINDS and blocks.RESIDUAL_BLOCKS must list the same block kinds.")
 
 
 def build_block(spec: BlockSpec, in_channels: int) -> nn.Module:

@@ -89,7 +89,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         n_val = max(1, int(round(n * self.val_fraction)))
         return order[n_val:], order[:n_val]
 
-    def _transforms(self) -> tuple[v2.Compose, v2.Compose]:
+    def transforms(self) -> tuple[v2.Compose, v2.Compose]:
         """(augmented, plain): training batches are augmented, evaluation batches never."""
         return (build_transform(self.info, self.image_size, self.augment, train=True, normalize=self.normalize),
                 build_transform(self.info, self.image_size, self.augment, train=False, normalize=self.normalize))
@@ -100,7 +100,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         if dataset_entry(self.name).read is None:
             self._setup_folders()
             return
-        augmented, plain = self._transforms()
+        augmented, plain = self.transforms()
         read = dataset_entry(self.name).read
         images, labels = read(self.info, self.data_dir, True, self.download)
         images = resize_images(images, self.image_size)
@@ -117,7 +117,7 @@ class ClassificationDataModule(pl.LightningDataModule):
         splits = folder_splits(self.data_dir)
         if not splits.train.is_dir():
             raise DataError(f"no image folder at {splits.train}; put one subfolder of images per class under it.")
-        augmented, plain = self._transforms()
+        augmented, plain = self.transforms()
         train_augmented, train_plain = (ImageFolder(str(splits.train), transform=t) for t in (augmented, plain))
 
         def held_out(folder: Path) -> ImageFolder:

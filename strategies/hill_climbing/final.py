@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from search_spaces.spec import ArchSpec
-from trainers import ClassificationDataModule, build_transform, training_device
+from trainers import ClassificationDataModule, training_device
 
 from ..multi_trial.job_trial import build_with_weights, load_job_model
 
@@ -41,7 +41,7 @@ class TrainAndValData(pl.LightningDataModule):
         super().__init__()
         datamodule.setup("fit")
         self.base = datamodule
-        augmented = build_transform(datamodule.info, datamodule.image_size, datamodule.augment, train=True)
+        augmented, _ = datamodule.transforms()  # the training transform, with the data module's own settings
         self.train_set = ConcatDataset([datamodule.train_set, with_transform(datamodule.val_set, augmented)])
         self.test_source = datamodule.test_source
 
