@@ -119,7 +119,6 @@ def test_an_interrupted_search_resumes_from_its_last_epoch(tmp_path):
     first = PrintReporter()
     run_trial(parameters, tmp_path, first)
     # Pretend the trial died after epoch 1: keep a checkpoint that says so, then run the same trial again.
-    from strategies.proxyless.search import ProxylessSearch  # noqa: F401
     state = torch.load(tmp_path / "supernet.ckpt", weights_only=True)
     state["extra"]["epoch"] = state["epoch"] = 1
     torch.save(state, tmp_path / "supernet.ckpt")

@@ -15,7 +15,7 @@ from nni.tuner import Tuner
 
 from search_spaces.scopes import BASELINE_SCOPE
 
-from .settings import ProxylessSettings, parse_tuner_args
+from .settings import parse_tuner_args
 
 logger = logging.getLogger(__name__)
 
