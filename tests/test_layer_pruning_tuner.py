@@ -129,8 +129,16 @@ def test_other_settings_start_a_new_search_instead_of_resuming(tmp_path):
     tuner = LayerPruningTuner(state_dir=str(tmp_path), **QUICK)
     step0 = issue_all(tuner)["step0/with_reg"]
     tuner.receive_trial_result(0, step0, fake_result(step0))
+    finished = Path(step0["out_dir"])
+    finished.mkdir(parents=True)
+    (finished / "result.json").write_text(json.dumps(fake_result(step0)))
     changed = LayerPruningTuner(state_dir=str(tmp_path), **{**QUICK, "zeta": 1e6})
     assert list(issue_all(changed)) == ["step0/with_reg"]
+    # the earlier search is kept, and its finished job cannot stand in for the new search's job of that name
+    assert not finished.exists()
+    kept = tmp_path / "layer_pruning.previous-1"
+    assert (kept / "layer_pruning" / "step0" / "with_reg" / "result.json").is_file()
+    assert json.loads((kept / STATE_FILE).read_text())["settings"]["zeta"] == QUICK.get("zeta", 1e8)
 
 
 def test_morphnet_only_ablation_has_no_insertion_steps(tmp_path):

@@ -53,7 +53,9 @@ class MultiTrialTuner(Tuner):
             logger.info("resuming %s from %s", self.method, self.state_path)
         else:
             if saved is not None:
-                logger.warning("tuner state %s belongs to other settings; starting the search over", self.state_path)
+                kept = self._set_aside_previous_search()
+                logger.warning("tuner state %s belongs to other settings; starting the search over (the earlier "
+                               "search is kept in %s)", self.state_path, kept)
             self.state = {"method": self.method, "settings": settings_json, "jobs": {}, "order": [],
                           "finished": False, "error": None, "summary": None}
             self.add_jobs(self.first_jobs())
@@ -63,6 +65,19 @@ class MultiTrialTuner(Tuner):
         self._credits: list[int] = []
         self._send_trial: Callable[[int, dict], None] | None = None
         self.save()
+
+    def _set_aside_previous_search(self) -> Path:
+        """Move an earlier search's state file and job folders out of the way, keeping them: a job folder with a
+        result.json is reported as done by its trial, so a new search under the same job keys would reuse
+        results computed under other settings."""
+        number = 1
+        while (aside := self.state_dir / f"{self.method}.previous-{number}").exists():
+            number += 1
+        aside.mkdir(parents=True)
+        if self.work_dir.exists():
+            self.work_dir.rename(aside / self.method)
+        self.state_path.rename(aside / STATE_FILE)
+        return aside
 
     # ---- to implement ---------------------------------------------------------------------------------------
     def first_jobs(self) -> list[dict[str, Any]]:
