@@ -2,14 +2,19 @@
 
 NNI's own `ExperimentConfig` checks the NNI part; a resnas tuner's `classArgs` go through its method's parser
 (strategies.methods), so a typo in a method setting fails here, in one sentence, instead of in the
-dispatcher after launch.
+dispatcher after launch. A local experiment whose trials ask for more GPUs than NNI can see here is refused too
+(check_gpus): NNI's manager would die at start (no GPU) or never start a trial.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
+import math
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,10 @@ import yaml
 
 class ConfigError(ValueError):
     """A config that cannot be launched; the message is one sentence naming the fix."""
+
+
+class GpuRequestError(ConfigError):
+    """The config is sound, but its trials ask for more GPUs than NNI sees on this machine."""
 
 
 def _camel(name: str) -> str:
@@ -37,8 +46,55 @@ def _unknown_key_sentence(path: Path, key: str) -> str:
     return f"{path}: unknown key {key!r}{hint}"
 
 
-def load_experiment_config(path: str | Path) -> dict[str, Any]:
-    """Read and validate an nnictl YAML; returns the canonical config dict NNI would launch."""
+def visible_gpus(timeout: float = 60.0) -> tuple[int, str]:
+    """How many GPUs NNI's manager will see here, counted by NNI's own collector (pynvml), and why none if none."""
+    command = [sys.executable, "-m", "nni.tools.nni_manager_scripts.collect_gpu_info"]
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        info = json.loads(result.stdout.strip().splitlines()[-1])
+    except subprocess.TimeoutExpired:
+        return 0, f"NNI's GPU collector did not answer within {timeout:.0f} s"
+    except (IndexError, ValueError):
+        return 0, "NNI's GPU collector printed no result"
+    if not info.get("success"):
+        return 0, "pynvml: " + "; ".join(info.get("failures") or ["no GPU found"])
+    return int(info.get("gpuNumber") or 0), ""
+
+
+def _gpu_sentence(path: Path, config: dict[str, Any]) -> str | None:
+    """None when the local training service can give each trial its GPUs here, else the one-sentence refusal."""
+    service = config.get("trainingService") or {"platform": "local"}
+    if not isinstance(service, dict) or service.get("platform", "local") != "local":
+        return None
+    wanted = service.get("trialGpuNumber", config.get("trialGpuNumber")) or 0
+    if wanted <= 0:
+        return None
+    # As NNI's local service asks its scheduler: trialGpuNumber / maxTrialNumberPerGpu, a fraction takes one GPU.
+    share = wanted / (service.get("maxTrialNumberPerGpu") or 1)
+    devices = 1 if share < 1 else math.floor(share + 0.5)
+    count, reason = visible_gpus()
+    indices = service.get("gpuIndices")
+    usable = count if indices is None else len({index for index in indices if 0 <= index < count})
+    if devices <= usable:
+        return None
+    if count == 0:
+        shown = f"this machine shows no GPU to NNI ({reason or 'nvidia-smi/pynvml found none'})"
+    elif indices is not None:
+        shown = f"gpuIndices {indices} leave {usable} of the {count} GPU(s) NNI sees here"
+    else:
+        shown = f"this machine shows only {count} GPU(s) to NNI"
+    return (
+        f"{path}: trialGpuNumber: {wanted} but {shown}; set trialGpuNumber: 0 to train on the CPU, "
+        "or run where enough GPUs are."
+    )
+
+
+def load_experiment_config(path: str | Path, check_gpus: bool = False) -> dict[str, Any]:
+    """Read and validate an nnictl YAML; returns the canonical config dict NNI would launch.
+
+    check_gpus: also refuse a local experiment whose trials ask for more GPUs than NNI sees on this machine
+    (`resnas create` and `resnas validate` do); off, a config meant for another machine can be checked anywhere.
+    """
     from nni.experiment.config import ExperimentConfig
 
     path = Path(path)
@@ -73,4 +129,8 @@ def load_experiment_config(path: str | Path) -> dict[str, Any]:
             method.parse_class_args(tuner.get("classArgs") or {}, "tuner.classArgs")
         except ValueError as error:
             raise ConfigError(f"{path}: {error}") from None
+    if check_gpus:
+        sentence = _gpu_sentence(path, canonical)
+        if sentence is not None:
+            raise GpuRequestError(sentence)
     return canonical

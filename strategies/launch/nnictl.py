@@ -1,7 +1,8 @@
 """Start, resume and stop an nnictl experiment with the dashboard on 127.0.0.1.
 
-The manager is started the way `nnictl create --config` starts it (it *is* nnictl), with two additions to its
-environment: NODE_OPTIONS preloads localhost_only.js so NNI's web server binds to one host, and PATH starts
+The manager is started the way `nnictl create --config` starts it (it *is* nnictl), with additions to its
+environment: NODE_OPTIONS preloads localhost_only.js so NNI's web server binds to one host, and
+all_gpus_schedulable.js so a trial may ask for all of the machine's GPUs (NNI 3.0 refuses 1 of 1); PATH starts
 with this interpreter's folder so a config's `python -m strategies.trial` runs in the same venv.
 """
 
@@ -19,6 +20,7 @@ from .config import load_experiment_config
 from .rest import ExperimentHandle, LaunchError, rest
 
 PRELOAD = Path(__file__).with_name("localhost_only.js")
+GPU_PRELOAD = Path(__file__).with_name("all_gpus_schedulable.js")
 
 
 def _port_is_free(port: int) -> bool:
@@ -42,9 +44,12 @@ def free_port(preferred: int) -> int:
 def manager_environment(bind_host: str) -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    preloads = [GPU_PRELOAD]
     if bind_host not in ("0.0.0.0", "::"):
         env["RESNAS_BIND_HOST"] = bind_host
-        env["NODE_OPTIONS"] = f"{env.get('NODE_OPTIONS', '')} --require {PRELOAD}".strip()
+        preloads.append(PRELOAD)
+    requires = " ".join(f"--require {preload}" for preload in preloads)
+    env["NODE_OPTIONS"] = f"{env.get('NODE_OPTIONS', '')} {requires}".strip()
     return env
 
 
@@ -75,7 +80,7 @@ def _await_manager(port: int) -> str:
 def create_experiment(config_path: str | Path, port: int = 8080, bind_host: str = "127.0.0.1") -> ExperimentHandle:
     """Validate, then start the experiment; returns once the manager answers on its port."""
     config_path = Path(config_path)
-    load_experiment_config(config_path)  # raises ConfigError before anything starts
+    load_experiment_config(config_path, check_gpus=True)  # raises ConfigError before anything starts
     port = free_port(port)
     _start_manager([_nnictl(), "create", "--config", str(config_path), "--port", str(port)], bind_host)
     return ExperimentHandle(_await_manager(port), port, bind_host, config_path)

@@ -1,0 +1,151 @@
+"""GPU scheduling on the real NNI manager without a GPU: a stand-in pynvml (tests/fixtures/fake_nvml) on the
+manager's PYTHONPATH reports RESNAS_FAKE_GPUS idle GPUs, so NNI schedules trials as if they were there.
+
+Also the check before launch: a local experiment asking for more GPUs than NNI sees is refused in one sentence.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from strategies.launch import ConfigError, create_experiment, experiment_summary, stop_experiment, wait_for_experiment
+from strategies.launch import load_experiment_config
+from strategies.cli import main
+from strategies.launch import nnictl
+
+REPO = Path(__file__).resolve().parents[1]
+FAKE_NVML = REPO / "tests" / "fixtures" / "fake_nvml"
+FIXTURE = REPO / "tests" / "fixtures" / "gpu_trial"
+
+
+@pytest.fixture
+def fake_gpus(monkeypatch):
+    """fake_gpus(n): from now on NNI (and the check before launch) sees n idle GPUs."""
+
+    def use(count: int) -> None:
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(FAKE_NVML), os.environ.get("PYTHONPATH", "")]))
+        monkeypatch.setenv("RESNAS_FAKE_GPUS", str(count))
+
+    return use
+
+
+def gpu_experiment(tmp_path: Path, **changes) -> Path:
+    folder = tmp_path / "experiment"
+    shutil.copytree(FIXTURE, folder, dirs_exist_ok=True)
+    config = yaml.safe_load((folder / "experiment.yml").read_text())
+    config["experimentWorkingDirectory"] = str(tmp_path / "nni-experiments")
+    config.update(changes)
+    (folder / "experiment.yml").write_text(yaml.safe_dump(config))
+    return folder / "experiment.yml"
+
+
+def run_to_the_end(path: Path, timeout: float) -> dict:
+    handle = create_experiment(path, port=8790)
+    try:
+        status = wait_for_experiment(handle, poll_seconds=1, timeout=timeout)
+        return experiment_summary(handle, status)
+    finally:
+        stop_experiment(handle)
+
+
+# --- the check before launch --------------------------------------------------------------------------------
+
+
+def test_a_gpu_trial_on_a_machine_without_gpus_is_refused_in_one_sentence(tmp_path, fake_gpus):
+    fake_gpus(0)
+    with pytest.raises(ConfigError) as refused:
+        load_experiment_config(gpu_experiment(tmp_path), check_gpus=True)
+    message = str(refused.value)
+    assert "trialGpuNumber: 1 but this machine shows no GPU to NNI" in message
+    assert message.endswith("set trialGpuNumber: 0 to train on the CPU, or run where enough GPUs are.")
+    assert "\n" not in message and message.count(". ") == 0
+
+
+def test_one_gpu_for_a_one_gpu_trial_is_enough(tmp_path, fake_gpus):
+    fake_gpus(1)
+    assert load_experiment_config(gpu_experiment(tmp_path), check_gpus=True)["trialGpuNumber"] == 1
+    fake_gpus(0)  # a CPU trial needs no GPU, and the collector is not even asked
+    assert load_experiment_config(gpu_experiment(tmp_path, trialGpuNumber=0), check_gpus=True)
+
+
+def test_gpu_indices_count_and_the_check_is_off_unless_asked(tmp_path, fake_gpus):
+    fake_gpus(2)
+    service = {"platform": "local", "useActiveGpu": False, "gpuIndices": [1]}
+    load_experiment_config(gpu_experiment(tmp_path, trainingService=service), check_gpus=True)
+    with pytest.raises(ConfigError, match=r"gpuIndices \[1\] leave 1 of the 2 GPU\(s\)"):
+        load_experiment_config(gpu_experiment(tmp_path, trainingService=service, trialGpuNumber=2), check_gpus=True)
+    fake_gpus(0)
+    load_experiment_config(gpu_experiment(tmp_path))  # the default: the config itself, whatever this machine has
+
+
+def test_validate_exits_2_without_the_gpus_and_checks_for_another_machine_with_no_gpu_check(tmp_path, fake_gpus,
+                                                                                           capsys):
+    fake_gpus(0)
+    path = gpu_experiment(tmp_path)
+    refused = subprocess.run([sys.executable, "-m", "strategies.cli", "validate", str(path)], cwd=REPO,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2
+    assert "shows no GPU to NNI" in refused.stderr and "--no-gpu-check" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+    assert main(["validate", "--no-gpu-check", str(path)]) == 0
+    assert "ok (GPUs not checked)" in capsys.readouterr().out
+
+
+# --- the preload, on NNI's own scheduler module -------------------------------------------------------------
+
+SCHEDULER_SCRIPT = """
+require('common/globals/unittest').resetGlobals();
+const { TaskScheduler, UnitTestHelpers } = require('common/trial_keeper/task_scheduler/scheduler.js');
+UnitTestHelpers.mockGpuInfo({ success: true, gpuNumber: 1, gpus: [{ index: 0 }], processes: [] });
+const scheduler = new TaskScheduler();
+(async () => {
+  await scheduler.init();
+  const answers = [];
+  for (const [trial, gpus, restrictions] of [['a', 1, {}], ['b', 1, {}], ['c', 2, {}]]) {
+    const start = Date.now();
+    answers.push({ trial, env: await scheduler.schedule('exp', trial, gpus, restrictions), ms: Date.now() - start });
+  }
+  await scheduler.release('exp', 'a');
+  answers.push({ trial: 'd', env: await scheduler.schedule('exp', 'd', 1, { onlyUseIndices: [3] }) });
+  answers.push({ trial: 'e', env: await scheduler.schedule('exp', 'e', 1, {}) });
+  console.log('ANSWERS ' + JSON.stringify(answers));
+  process.exit(0);
+})();
+"""
+
+
+def test_the_preload_lets_a_trial_take_all_gpus_and_makes_refusals_wait(tmp_path):
+    import nni_node
+
+    home = Path(nni_node.__file__).parent
+    script = tmp_path / "schedule.js"
+    script.write_text(SCHEDULER_SCRIPT)
+    result = subprocess.run([str(home / "node"), "--require", str(nnictl.GPU_PRELOAD), str(script)], cwd=home,
+                            env={**os.environ, "NODE_PATH": str(home)}, capture_output=True, text=True, timeout=60)
+    line = next(line for line in result.stdout.splitlines() if line.startswith("ANSWERS "))
+    answers = {answer["trial"]: answer for answer in json.loads(line.removeprefix("ANSWERS "))}
+    assert answers["a"]["env"] == {"CUDA_VISIBLE_DEVICES": "0"}  # 1 of 1 GPU: NNI 3.0 alone says null
+    assert answers["b"]["env"] is None and answers["b"]["ms"] >= 900  # busy: refused after a second, not at once
+    assert answers["c"]["env"] is None  # more GPUs than the machine has: still impossible
+    assert answers["d"]["env"] is None  # gpuIndices still hold
+    assert answers["e"]["env"] == {"CUDA_VISIBLE_DEVICES": "0"}  # released, so free again
+
+
+# --- the real manager ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_a_one_gpu_trial_runs_on_a_one_gpu_machine(tmp_path, fake_gpus):
+    fake_gpus(1)
+    summary = run_to_the_end(gpu_experiment(tmp_path), timeout=90)
+    assert summary["status"] == "DONE"
+    [trial] = summary["trials"]
+    assert trial["status"] == "SUCCEEDED"
+    assert trial["final"]["cuda_visible_devices"] == "0"
+    assert trial["final"]["default"] == 512.0  # computed, on CUDA if it is really there, else on the CPU
