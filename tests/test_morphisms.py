@@ -181,6 +181,9 @@ def test_deepen_reads_the_sign_through_a_resbuilder_block():
     leaky_fed = replace(relu_fed, stem=replace(relu_fed.stem, activation="leaky_relu"))
     assert Morphism("deepen_conv", 1, 1) in applicable_sites(relu_fed, "deepen_conv")
     assert [m.block for m in applicable_sites(leaky_fed, "deepen_conv")] == []
+    # with a projection the shortcut BN(conv(x)) has any sign, so nothing may be deepened behind the block
+    projected = replace(relu_fed, stages=(StageSpec((BlockSpec("resbuilder", (4, 6), projection=True),)),))
+    assert [m.block for m in applicable_sites(projected, "deepen_conv")] == [0]
     parent = random_model(relu_fed, seed=1)
     for op in ("deepen_conv", "widen", "enlarge_kernel"):
         site = applicable_sites(relu_fed, op)[-1]

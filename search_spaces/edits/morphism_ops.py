@@ -78,17 +78,20 @@ def _block(spec: ArchSpec, stage: int, block: int, what: str) -> BlockSpec:
 
 def _preceding(spec: ArchSpec, stage: int, position: int) -> tuple[str, int]:
     """(activation, channels) of whatever feeds position `position` of `stage`: the closest earlier block, or
-    the stem. Pools sit in between at most, and they keep both the sign and the channel count. A ReLU
-    "resbuilder" block (x + relu(...), no activation after the sum) is non-negative exactly when its input
-    is, so the sign is read further back, past it."""
+    the stem. Pools sit in between at most, and they keep both the sign and the channel count. A "resbuilder"
+    block has no activation after its sum: with an identity shortcut and ReLU, x + relu(...) is non-negative
+    exactly when x is, so the sign is read further back; with a projection (BN(conv(x)), any sign) the sum is
+    reported as "identity", an output of any sign."""
     channels = None
     for stage_index in range(stage, 0, -1):
         blocks = spec.stages[stage_index - 1].blocks
         end = position if stage_index == stage else len(blocks)
         for block in reversed(blocks[:end]):
             channels = channels or block.out_channels
-            if not (block.kind == "resbuilder" and block.activation == "relu"):
+            if block.kind != "resbuilder":
                 return block.activation, channels
+            if block.projection or block.activation != "relu":
+                return "identity", channels
     return spec.stem.activation, channels or spec.stem.out_channels
 
 
