@@ -192,10 +192,13 @@ class ArchSpec:
                 yield stage_index, block_index, block
 
     def replace_block(self, stage_index: int, block_index: int, block: BlockSpec) -> "ArchSpec":
-        stage = self.stages[stage_index - 1]
-        blocks = stage.blocks[:block_index] + (block,) + stage.blocks[block_index + 1 :]
+        blocks = self.stages[stage_index - 1].blocks
+        return self.replace_blocks(stage_index, blocks[:block_index] + (block,) + blocks[block_index + 1 :])
+
+    def replace_blocks(self, stage_index: int, blocks: tuple[BlockSpec, ...]) -> "ArchSpec":
+        """This spec with stage `stage_index` (1-based) holding `blocks`; its pooling layer stays."""
         stages = list(self.stages)
-        stages[stage_index - 1] = replace(stage, blocks=blocks)
+        stages[stage_index - 1] = replace(stages[stage_index - 1], blocks=tuple(blocks))
         return replace(self, stages=tuple(stages))
 
     # ---- JSON -------------------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from trainers.datasets import DATASETS, Augment, Normalize
+from trainers.datasets import DATASETS, Augment, Normalize, dataset_entry
 
 from .settings import SettingsError, require_choice
 
@@ -45,10 +45,12 @@ class DataSettings:
 
 
 def input_size(data: DataSettings) -> tuple[int, int, int]:
-    """(channels, size, size) of the images the networks see: the dataset's native size unless image_size."""
-    from trainers import dataset_info
+    """(channels, size, size) of the images the networks see: the dataset's native size unless image_size.
 
-    info = dataset_info(data.dataset, data.data_dir)
+    From the registry's static facts, not dataset_info(), which also counts an image folder's classes: the
+    folder need not exist where a config is validated (NNI's tuner process, `resnas validate`).
+    """
+    info = dataset_entry(data.dataset).info
     size = data.image_size or info.image_size
     return (info.in_channels, size, size)
 

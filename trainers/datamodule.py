@@ -97,11 +97,11 @@ class ClassificationDataModule(pl.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        if dataset_entry(self.name).read is None:
+        read = dataset_entry(self.name).read
+        if read is None:
             self._setup_folders()
             return
         augmented, plain = self.transforms()
-        read = dataset_entry(self.name).read
         images, labels = read(self.info, self.data_dir, True, self.download)
         images = resize_images(images, self.image_size)
         train_indices, val_indices = self.split_indices(len(labels))
@@ -114,9 +114,7 @@ class ClassificationDataModule(pl.LightningDataModule):
     def _setup_folders(self) -> None:
         from torchvision.datasets import ImageFolder
 
-        splits = folder_splits(self.data_dir)
-        if not splits.train.is_dir():
-            raise DataError(f"no image folder at {splits.train}; put one subfolder of images per class under it.")
+        splits = folder_splits(self.data_dir)  # train/ exists: __init__'s dataset_info counted its classes
         augmented, plain = self.transforms()
         train_augmented, train_plain = (ImageFolder(str(splits.train), transform=t) for t in (augmented, plain))
 

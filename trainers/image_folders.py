@@ -35,7 +35,7 @@ class FolderSplits:
 
 
 def folder_splits(data_dir: Path) -> FolderSplits:
-    """The roles of DATA_DIR's folders (the caller checks that train/ exists)."""
+    """The roles of DATA_DIR's folders (datasets.imagefolder_classes checks that train/ exists)."""
     train, val, test = (Path(data_dir) / name for name in ("train", "val", "test"))
     if test.is_dir():
         return FolderSplits(train, val if val.is_dir() else None, test)

@@ -166,7 +166,7 @@ def _deepen_spec(spec: ArchSpec, morphism: Morphism) -> ArchSpec:
         )
     kind, widths = ("conv", (channels,)) if op == "deepen_conv" else ("basic", (channels, channels))
     new_block = BlockSpec(kind, widths, kernel_size=morphism.kernel_size, activation="relu")
-    return _with_blocks(spec, stage, stage_spec.blocks[:block] + (new_block,) + stage_spec.blocks[block:])
+    return spec.replace_blocks(stage, stage_spec.blocks[:block] + (new_block,) + stage_spec.blocks[block:])
 
 
 def _draw_deepen(spec: ArchSpec, site: Morphism, rng: random.Random) -> Morphism:
@@ -226,7 +226,7 @@ def _add_skip_spec(spec: ArchSpec, morphism: Morphism) -> ArchSpec:
     first, second = blocks[block : block + 2]
     merged = BlockSpec("basic", (first.widths[0], second.widths[0]), kernel_size=first.kernel_size,
                        activation=first.activation, stride=first.stride, projection=True)
-    return _with_blocks(spec, stage, blocks[:block] + (merged,) + blocks[block + 2 :])
+    return spec.replace_blocks(stage, blocks[:block] + (merged,) + blocks[block + 2 :])
 
 
 def _enlarge_sites(spec: ArchSpec, op: str) -> list[Morphism]:
@@ -286,12 +286,6 @@ def applicable_sites(spec: ArchSpec, op: str) -> list[Morphism]:
 def apply_to_spec(spec: ArchSpec, morphism: Morphism) -> ArchSpec:
     """The child's spec; raises MorphismError where the morphism would not preserve the function."""
     return OPS[morphism.op].child_spec(spec, morphism)
-
-
-def _with_blocks(spec: ArchSpec, stage: int, blocks: tuple[BlockSpec, ...]) -> ArchSpec:
-    stages = list(spec.stages)
-    stages[stage - 1] = replace(stages[stage - 1], blocks=blocks)
-    return replace(spec, stages=tuple(stages))
 
 
 # ---- random draws (NASH's ApplyNetMorphs) ---------------------------------------------------------------

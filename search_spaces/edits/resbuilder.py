@@ -84,10 +84,8 @@ def insert_random_block(
     width = stream_width(spec, stage_index, position)
     block = BlockSpec(INSERTED_KIND, (width, width), INSERTED_KERNEL, INSERTED_ACTIVATION)
 
-    stage = spec.stages[stage_index - 1]
-    stages = list(spec.stages)
-    stages[stage_index - 1] = replace(stage, blocks=stage.blocks[:position] + (block,) + stage.blocks[position:])
-    new_spec = replace(spec, stages=tuple(stages))
+    blocks = spec.stages[stage_index - 1].blocks
+    new_spec = spec.replace_blocks(stage_index, blocks[:position] + (block,) + blocks[position:])
 
     parts = BlockStates.split(spec, state_dict)
     generator = torch.Generator().manual_seed(rng.getrandbits(63))
@@ -103,6 +101,13 @@ def conv_mean_abs(state_dict: Tensors, prefix: str, block: BlockSpec) -> list[fl
             for index in range(1, len(block.widths) + 1)]
 
 
+def removable_block_means(spec: ArchSpec, state_dict: Tensors) -> dict[tuple[int, int], list[float]]:
+    """(stage, block) -> conv_mean_abs of every block LayerLasso may remove: the identity-shortcut residual
+    blocks (a projection changes the shape, so such a block always stays)."""
+    return {(stage_index, block_index): conv_mean_abs(state_dict, f"layer{stage_index}.{block_index}", block)
+            for stage_index, block_index, block in spec.iter_blocks() if block.residual and not block.projection}
+
+
 def remove_small_blocks(
     spec: ArchSpec, state_dict: Tensors, tau: float
 ) -> tuple[ArchSpec, Tensors, list[dict[str, Any]]]:
@@ -115,10 +120,7 @@ def remove_small_blocks(
     tensors (renamed). Each removed entry carries `conv_mean_abs`, the per-conv means it was judged on.
     """
     doomed, removed = set(), []
-    for stage_index, block_index, block in spec.iter_blocks():
-        if not block.residual or block.projection:
-            continue
-        means = conv_mean_abs(state_dict, f"layer{stage_index}.{block_index}", block)
+    for (stage_index, block_index), means in removable_block_means(spec, state_dict).items():
         if min(means) < tau:
             doomed.add((stage_index, block_index))
             removed.append({"stage": stage_index, "position": block_index, "conv_mean_abs": means})

@@ -26,12 +26,12 @@ warnings.filterwarnings("ignore", message=".*is found to be not a nn.Module", ca
 from nni.nas.nn.pytorch import LayerChoice, ModelSpace, Repeat  # noqa: E402
 from torch import nn  # noqa: E402
 
-from ..blocks import BasicBlock, Bottleneck, activation_layer, conv2d  # noqa: E402
+from ..blocks import Bottleneck, activation_layer, build_block, conv2d  # noqa: E402
 from ..builder import Stage, add_head, add_stem, forward_features, forward_head, init_resnet_weights  # noqa: E402
 from ..scopes import ACTIVATION_CANDIDATES, KERNEL_CANDIDATES, SCOPES  # noqa: E402
 from ..spec import STEMS, ArchSpec, HeadSpec, SpecError, StageSpec, residual_stage, resnet_spec  # noqa: E402
 
-BLOCK_TYPES: dict[str, type[nn.Module]] = {"basic": BasicBlock, "bottleneck": Bottleneck}
+DEPTH_BLOCKS: tuple[str, ...] = ("basic", "bottleneck")  # the block kinds spec.residual_stage lays out
 ChoiceLabels = list[tuple[str, list[Any]]]
 
 
@@ -45,10 +45,6 @@ def candidate_activation(name: str) -> nn.Module:
     # Proxyless re-runs the others on the saved input in backward, so an in-place ReLU would feed relu(x)
     # to the other candidates. Same function and parameters as the builder's in-place ReLU.
     return activation_layer(name)()
-
-
-def _residual_block(kind: str, spec, in_channels: int) -> nn.Module:
-    return BLOCK_TYPES[kind](in_channels, spec.widths, spec.kernel_size, spec.stride, spec.activation, spec.projection)
 
 
 def _sample_value(sample: dict, label: str, values: list, where: str) -> Any:
@@ -101,7 +97,7 @@ class ScopedResNet50(ModelSpace):
         for stage_index, stage in enumerate(self.base_spec.stages, start=1):
             blocks = []
             for block_index, block in enumerate(stage.blocks):
-                module = _residual_block("bottleneck", block, channels)
+                module = build_block(block, channels)
                 if stage_index in SCOPES[scope]:
                     self._make_searchable(module, block, f"layer{stage_index}_{block_index}")
                 blocks.append(module)
@@ -172,8 +168,8 @@ class DepthResNet(ModelSpace):
         in_channels: int = 3,
     ):
         super().__init__()
-        if block not in BLOCK_TYPES:
-            raise SpecError(f"unknown block {block!r}; use one of {', '.join(BLOCK_TYPES)}.")
+        if block not in DEPTH_BLOCKS:
+            raise SpecError(f"unknown block {block!r}; use one of {', '.join(DEPTH_BLOCKS)}.")
         if stem not in STEMS:
             raise SpecError(f"unknown stem {stem!r}; use one of {', '.join(STEMS)}.")
         self.depth_ranges = tuple((int(low), int(high)) for low, high in depth_ranges)
@@ -202,7 +198,7 @@ class DepthResNet(ModelSpace):
                     f"stride {first.stride}) so it cannot be empty; use a min depth of at least 1 there."
                 )
             in_channels_of = [channels] + [b.out_channels for b in stage.blocks[:-1]]
-            modules = [_residual_block(block, spec, c) for spec, c in zip(stage.blocks, in_channels_of)]
+            modules = [build_block(spec, c) for spec, c in zip(stage.blocks, in_channels_of)]
             if low == high:
                 self.add_module(f"layer{stage_index}", Stage(stage.pool, modules))
             else:

@@ -11,10 +11,10 @@ import torch
 
 from search_spaces.builder import build_model
 from search_spaces.edits.resbuilder import (
-    conv_mean_abs,
     insert_random_block,
     morphnet_width_step,
     remove_small_blocks,
+    removable_block_means,
 )
 from search_spaces.spec import WIDTH_COUNT, ArchSpec, resbuilder_start_spec, resnet_spec
 from trainers import OptimConfig, evaluate
@@ -59,9 +59,9 @@ def shape_facts(spec: ArchSpec) -> dict[str, Any]:
 
 
 def lasso_facts(spec: ArchSpec, state_dict: dict[str, torch.Tensor]) -> dict[str, list[float]]:
-    """Per removable block (identity shortcut), the mean |w| of its convs: what the next step's removal reads."""
-    return {f"layer{stage}.{index}": conv_mean_abs(state_dict, f"layer{stage}.{index}", block)
-            for stage, index, block in spec.iter_blocks() if block.residual and not block.projection}
+    """Per removable block, the mean |w| of its convs: what the next step's removal reads."""
+    removable = removable_block_means(spec, state_dict)
+    return {f"layer{stage}.{index}": means for (stage, index), means in removable.items()}
 
 
 def run_layer_pruning_trial(parameters: dict[str, Any], output_dir: Path, reporter: Reporter) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """What every multi-trial job (hill climbing, layer pruning) does the same way inside its trial process.
 
 The start net, training with per-epoch reports, the job model (model.ckpt + arch.json, see job_files), cost
-facts, and the final test + timm export. Imported by trials only: it loads torch, timm and Lightning.
+facts, and the final test + timm export (the ProxylessNAS trial tests and exports through the same two
+functions). Imported by trials only: it loads torch, timm and Lightning.
 """
 
 from __future__ import annotations

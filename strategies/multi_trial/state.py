@@ -34,5 +34,3 @@ def load_state(path: Path) -> dict[str, Any] | None:
         logger.error("tuner state %s is unreadable (%s); starting the search over", path, error)
         return None
     return state if isinstance(state, dict) and "jobs" in state else None
-
-

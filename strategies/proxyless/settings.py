@@ -17,9 +17,8 @@ from search_spaces.scopes import (
     searched_kernel_maps,
     smallest_image_size_for_kernels,
 )
-from trainers.datasets import dataset_entry
 
-from ..data import Augment, DataSettings
+from ..data import Augment, DataSettings, input_size
 from ..settings import SettingsError, choices, parse_settings, require_choice
 
 GradientEstimator = Literal["two_path", "full"]
@@ -64,18 +63,12 @@ class ProxylessSettings(DataSettings):
             raise SettingsError(f"{where}: width_multiplier must be positive, got {self.width_multiplier}.")
         self._check_kernels_fit(where)
 
-    def network_image_size(self) -> int:
-        """The side of the images the network sees: image_size, else the dataset's native size."""
-        # The registry's static facts, not dataset_info(): that one lists an image folder's classes, and the
-        # folder need not exist where a config is validated (NNI's tuner process, `resnas validate`).
-        return self.image_size or dataset_entry(self.dataset).info.image_size
-
     def _check_kernels_fit(self, where: str) -> None:
         """Refuse a searched kernel choice on a map smaller than the kernel: there the larger candidate's
         extra taps read mostly (at 1x1 or 2x2 only) zero padding, so its gate moves on noise (CIFAR's 32 px
         through the 7x7/s2 stem reaches stage 3 at 2x2 and stage 4 at 1x1)."""
         kernel = max(KERNEL_CANDIDATES)
-        image_size = self.network_image_size()
+        image_size = input_size(self)[1]  # image_size, else the dataset's native size
         for stage, block, side in searched_kernel_maps(self.scope, self.stem, image_size):
             if side < kernel:
                 source = f"image_size {image_size}" if self.image_size else f"{self.dataset}'s native {image_size} px"

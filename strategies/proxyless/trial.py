@@ -16,18 +16,16 @@ from typing import Any
 import torch
 
 from search_spaces.builder import build_model
-from search_spaces.cost import measure_cost
-from search_spaces.export import export_to_timm
 from search_spaces.scopes import BASELINE_SCOPE
 from search_spaces.spaces import ScopedResNet50
 from search_spaces.spec import ArchSpec, resnet_spec
-from trainers import CheckpointError, OptimConfig, dataset_info, evaluate, fit, training_device
+from trainers import CheckpointError, OptimConfig, dataset_info, fit, training_device
 from trainers.atomic import atomic_write_text
 from trainers.datasets import DatasetInfo
 
-from ..data import export_normalization
 from ..data import input_size as data_input_size
 from ..data import make_job_datamodule
+from ..multi_trial.job_trial import cost_facts, test_and_export
 from ..reporting import Reporter
 from ..settings import parse_settings
 from .search import ProxylessSearch
@@ -85,24 +83,16 @@ def run_proxyless_trial(parameters: dict[str, Any], output_dir: Path, reporter: 
         checkpoint_path=output_dir / "retrain.ckpt",
     )
     retrain_seconds = time.perf_counter() - retrain_started
-    test = evaluate(model, datamodule, split="test")
-    cost = measure_cost(spec, input_size=input_size)
-    export_dir = export_to_timm(
-        spec, model, output_dir / "timm_export", **export_normalization(settings), input_size=input_size
-    )
+    tested = test_and_export(model, spec, datamodule, settings, output_dir)  # test_accuracy, test_split, export_dir
     final = {
-        "default": test["accuracy"],
-        "test_accuracy": test["accuracy"],
-        "test_split": datamodule.test_source,
+        "default": tested["test_accuracy"],
+        **tested,
         "val_accuracy": fitted.final_val_accuracy,
-        "params": cost.params,
-        "flops": cost.flops,
-        "macs": cost.macs,
+        **cost_facts(spec, settings),
         "search_seconds": round(search_seconds, 1),
         "retrain_seconds": round(retrain_seconds, 1),
         "scope": settings.scope,
         "architecture": sample,
-        "export_dir": str(export_dir),
         **search_facts,
     }
     reporter.final(final)
