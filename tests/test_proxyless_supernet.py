@@ -207,7 +207,8 @@ def test_a_model_checkpoint_is_refused_as_a_supernet_checkpoint(tmp_path):
 
 def test_the_search_config_takes_every_shared_setting_seed_included():
     changed = dict(lr=0.01, momentum=0.8, weight_decay=1e-4, arch_lr=2e-3, arch_weight_decay=1e-3,
-                   arch_update_every=2, gradient_estimator="full", flops_penalty=0.1, seed=7)
+                   arch_update_every=2, gradient_estimator="full", flops_penalty=0.1, seed=7,
+                   precision="bf16-mixed", channels_last=True)
     settings = parse_settings(ProxylessSettings, {**changed, "search_epochs": 9}, "test")
     config = ProxylessSearchConfig.from_settings(settings, (3, 16, 16))
     shared = {field.name for field in fields(ProxylessSearchConfig) if hasattr(settings, field.name)}

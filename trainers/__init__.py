@@ -15,6 +15,8 @@ _NAMES = {
     "datasets": ("AUGMENTS", "Augment", "DATASETS", "DataError", "DatasetInfo", "NORMALIZATIONS", "Normalize",
                  "dataset_info", "normalization"),
     "device": ("lightning_accelerator", "training_device"),
+    "device_data": ("DeviceBatches",),
+    "speed": ("PRECISIONS", "Precision", "SpeedError", "resolve_precision"),
     "fitting": ("FitResult", "evaluate", "fit"),
     "system": ("ClassificationSystem", "OptimConfig", "TrainingDivergedError"),
 }

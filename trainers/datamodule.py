@@ -1,6 +1,9 @@
 """ClassificationDataModule: a seeded train/validation split of the training set, a separate test split,
 and the papers' augmentations. The test split is never used to make search decisions, and the validation
-split is never reported as test (image folders: see image_folders.py for which folder is which)."""
+split is never reported as test (image folders: see image_folders.py for which folder is which).
+
+data_on_device: in-memory datasets can instead keep their pixels on the GPU and make augmented batches there
+(device_data.py); the split, the sample order and the augmentations' distributions stay the same."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision.transforms import v2
 
+from .device import training_device
+from .device_data import DeviceBatches
 from .image_folders import CARVED_TEST_FRACTION, CARVED_TEST_SEED, folder_splits
 from .datasets import (
     AUGMENTS,
@@ -22,7 +27,7 @@ from .datasets import (
     normalization,
     resize_images,
 )
-
+from .speed import Switch, check_switch, default_workers
 
 
 def build_transform(info: DatasetInfo, image_size: int, augment: str, train: bool,
@@ -66,9 +71,11 @@ class ClassificationDataModule(pl.LightningDataModule):
         seed: int = 0,
         image_size: int | None = None,
         augment: Augment = "default",
-        num_workers: int = 0,
+        num_workers: int | None = 0,  # None: sized to the machine (speed.default_workers)
         download: bool = True,
         normalize: Normalize = "dataset",
+        data_on_device: Switch = False,  # "auto": on when training on CUDA and the dataset is in memory
+        device: torch.device | str | None = None,  # where training runs; None: training_device()
     ):
         super().__init__()
         if not 0.0 < val_fraction < 1.0:
@@ -77,11 +84,26 @@ class ClassificationDataModule(pl.LightningDataModule):
         self.info = dataset_info(name, data_dir)
         self.batch_size, self.val_fraction, self.seed = batch_size, val_fraction, seed
         self.image_size = image_size or self.info.image_size
-        self.augment, self.num_workers, self.download = augment, num_workers, download
+        self.device = torch.device(device) if device is not None else training_device()
+        self.num_workers = default_workers(self.device) if num_workers is None else num_workers
+        self.pin_memory = self.device.type == "cuda"  # page-locked batches copy to the GPU asynchronously
+        self.augment, self.download = augment, download
         self.normalize = normalize
+        self.on_device = self._resolve_on_device(data_on_device)
         self.train_set = self.val_set = self.test_set = None
+        self.device_pool: dict | None = None  # data_on_device: the splits' tensors on the device (setup)
         self.test_source = ""  # where the test split comes from, for results to say
         build_transform(self.info, self.image_size, augment, train=True, normalize=normalize)  # fail now on bad names
+
+    def _resolve_on_device(self, requested: Switch) -> bool:
+        check_switch(requested, "data_on_device")
+        in_memory = dataset_entry(self.name).read is not None
+        if requested == "auto":
+            return in_memory and self.device.type == "cuda"
+        if requested and not in_memory:
+            raise DataError(f"data_on_device needs an in-memory dataset and {self.name} is read from folders; "
+                            f"set data_on_device to auto or false.")
+        return bool(requested)
 
     def split_indices(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The seeded split of the training set: same seed, same indices, in every process."""
@@ -110,6 +132,11 @@ class ClassificationDataModule(pl.LightningDataModule):
         test_images, test_labels = read(self.info, self.data_dir, False, self.download)
         self.test_set = TensorImages(resize_images(test_images, self.image_size), test_labels, plain)
         self.test_source = "the dataset's test split"
+        if self.on_device:  # the uint8 pixels once on the device; both splits of the pool index into one copy
+            self.device_pool = {
+                "train": (images.to(self.device), labels.to(self.device), train_indices, val_indices),
+                "test": (self.test_set.images.to(self.device), test_labels.to(self.device)),
+            }
 
     def _setup_folders(self) -> None:
         from torchvision.datasets import ImageFolder
@@ -149,20 +176,34 @@ class ClassificationDataModule(pl.LightningDataModule):
             shuffle=shuffle,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            pin_memory=self.pin_memory,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        self.setup()
-        return self._loader(self.train_set, shuffle=True)
+    def _device_batches(self, split: str) -> DeviceBatches:
+        """The split's batches made on the device (device_data.py), with the DataLoader path's semantics."""
+        mean, std = normalization(self.info, self.normalize)
+        if split == "test":
+            images, labels = self.device_pool["test"]
+            return DeviceBatches(images, labels, torch.arange(len(labels)), self.batch_size, mean, std)
+        images, labels, train_indices, val_indices = self.device_pool["train"]
+        if split == "val":
+            return DeviceBatches(images, labels, val_indices, self.batch_size, mean, std)
+        augment = self.info.default_augment if self.augment == "default" else self.augment
+        return DeviceBatches(images, labels, train_indices, self.batch_size, mean, std, augment=augment,
+                             flip=self.info.flip and augment != "none", shuffle=True, seed=self.seed)
 
-    def val_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | DeviceBatches:
         self.setup()
-        return self._loader(self.val_set, shuffle=False)
+        return self._device_batches("train") if self.on_device else self._loader(self.train_set, shuffle=True)
 
-    def test_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | DeviceBatches:
         self.setup()
-        return self._loader(self.test_set, shuffle=False)
+        return self._device_batches("val") if self.on_device else self._loader(self.val_set, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader | DeviceBatches:
+        self.setup()
+        return self._device_batches("test") if self.on_device else self._loader(self.test_set, shuffle=False)
 
 
 def make_datamodule(name: str, **kwargs) -> ClassificationDataModule:

@@ -15,7 +15,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from .checkpoint import save_checkpoint
-from .device import lightning_accelerator
+from .device import lightning_accelerator, training_device
+from .speed import Switch, lightning_precision, resolve_channels_last, resolve_precision
 from .system import ClassificationSystem, ExtraLoss, OptimConfig
 
 EpochCallback = Callable[[int, dict[str, float]], None]
@@ -72,16 +73,29 @@ def fit(
     limit_val_batches: int | float | None = None,
     checkpoint_path: Path | None = None,
     checkpoint_extra: dict[str, Any] | None = None,
+    precision: str = "auto",
+    channels_last: Switch = "auto",
 ) -> FitResult:
-    """Train `model` in place for `epochs` epochs; validation runs after every epoch."""
+    """Train `model` in place for `epochs` epochs; validation runs after every epoch.
+
+    precision: auto (32 on the CPU; bf16-mixed, else 16-mixed, on CUDA), 32, bf16-mixed or 16-mixed (speed.py);
+    channels_last: NHWC weights and batches (auto: with CUDA and mixed precision). SpeedError names the fix.
+    """
+    accelerator = accelerator or lightning_accelerator()  # None: the GPU a trial was given, else CPU
+    on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and training_device().type == "cuda")
+    device = torch.device("cuda" if on_cuda else "cpu")
+    precision = resolve_precision(precision, device)
+    channels_last = resolve_channels_last(channels_last, device, precision)
     quiet_lightning()
     pl.seed_everything(seed, workers=True, verbose=False)
-    system = ClassificationSystem(model, optim, epochs, extra_losses)
+    system = ClassificationSystem(model, optim, epochs, extra_losses, channels_last=channels_last)
     reporter = _EpochReporter(on_epoch_end)
     trainer = pl.Trainer(
         max_epochs=epochs,
-        accelerator=accelerator or lightning_accelerator(),  # None: the GPU a trial was given, else CPU
+        accelerator=accelerator,
         devices=devices,
+        precision=lightning_precision(precision),
+        benchmark=device.type == "cuda",  # cuDNN picks its fastest kernels once per shape; the shapes are fixed
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -91,8 +105,13 @@ def fit(
         limit_val_batches=limit_val_batches,
         callbacks=[reporter],
     )
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
     started = time.perf_counter()
-    trainer.fit(system, datamodule=datamodule)
+    try:
+        trainer.fit(system, datamodule=datamodule)
+    finally:  # back to the default layout: safetensors exports and later edits want contiguous weights
+        model.to(memory_format=torch.contiguous_format)
     seconds = time.perf_counter() - started
     model.cpu()
     if checkpoint_path is not None:

@@ -89,16 +89,48 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, epochs
     return None
 
 
+class EpochMeans:
+    """Batch-size-weighted epoch means of a few scalars, summed on the device (what Lightning's
+    `self.log(on_epoch=True)` computes, without its ~1 ms of bookkeeping per call and step)."""
+
+    def __init__(self, names: Sequence[str]):
+        self.names = list(names)
+        self.sums: torch.Tensor | None = None
+        self.count = 0
+
+    def add(self, values: Sequence[torch.Tensor], batch_size: int) -> None:
+        stacked = torch.stack([value.detach().float() for value in values]) * batch_size
+        self.sums = stacked if self.sums is None else self.sums + stacked
+        self.count += batch_size
+
+    def means(self) -> dict[str, torch.Tensor]:
+        if self.sums is None:
+            return {}
+        return dict(zip(self.names, self.sums / self.count))
+
+
 class ClassificationSystem(pl.LightningModule):
-    def __init__(self, model: nn.Module, optim: OptimConfig, epochs: int, extra_losses: Sequence[ExtraLoss] = ()):
+    # Non-finite losses are looked for in groups: each look is a GPU sync, which per step would stall the
+    # queue of kernels. On the CPU there is no queue to stall, so every step is looked at.
+    DIVERGENCE_CHECK_EVERY_ON_GPU = 25
+
+    def __init__(self, model: nn.Module, optim: OptimConfig, epochs: int, extra_losses: Sequence[ExtraLoss] = (),
+                 channels_last: bool = False):
         super().__init__()
         self.model = model
         self.optim = optim
         self.epochs = epochs
         self.extra_losses = list(extra_losses)
+        self.channels_last = channels_last  # batches as NHWC, like the weights (fit converts the model)
+        self._train_means = self._val_means = None
+        self._unchecked: list[tuple[int, torch.Tensor]] = []  # (step, loss) not yet looked at for NaN/inf
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.model(images)
+
+    def _layout(self, images: torch.Tensor) -> torch.Tensor:
+        """Batches in the weights' memory format (a no-op copy-free check when already so)."""
+        return images.contiguous(memory_format=torch.channels_last) if self.channels_last else images
 
     def loss_terms(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         terms = {"cross_entropy": F.cross_entropy(logits, labels)}
@@ -106,28 +138,62 @@ class ClassificationSystem(pl.LightningModule):
             terms[name] = term(self.model)
         return terms
 
+    # ---- training ---------------------------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        names = ["train_loss", "train_accuracy", *(f"train_{name}" for name, _ in self.extra_losses)]
+        self._train_means = EpochMeans(names)
+
     def training_step(self, batch, batch_index: int) -> torch.Tensor:
         images, labels = batch
-        logits = self.model(images)
+        logits = self.model(self._layout(images))
         terms = self.loss_terms(logits, labels)
         loss = torch.stack(list(terms.values())).sum()
-        if not torch.isfinite(loss):
-            raise TrainingDivergedError(
-                f"training loss became {loss.item()} at epoch {self.current_epoch} step {batch_index}; lower the "
-                f"learning rate ({self.optim.lr}) or check the data for NaNs."
-            )
-        self.log("train_loss", loss, on_step=False, on_epoch=True)
-        self.log("train_accuracy", (logits.argmax(1) == labels).float().mean(), on_step=False, on_epoch=True)
-        for name, value in terms.items():
-            if name != "cross_entropy":
-                self.log(f"train_{name}", value, on_step=False, on_epoch=True)
+        accuracy = (logits.argmax(1) == labels).float().mean()
+        self._train_means.add([loss, accuracy, *(terms[name] for name, _ in self.extra_losses)], labels.numel())
+        self._unchecked.append((batch_index, loss.detach()))
+        last = batch_index + 1 >= self.trainer.num_training_batches
+        if last or self.device.type != "cuda" or len(self._unchecked) >= self.DIVERGENCE_CHECK_EVERY_ON_GPU:
+            self._check_divergence()
+        if last:  # logged here, before the epoch-end callbacks read callback_metrics (fit's reporter does)
+            self._log_train_means()
         return loss
+
+    def _check_divergence(self) -> None:
+        steps, losses = zip(*self._unchecked)
+        self._unchecked.clear()
+        finite = torch.isfinite(torch.stack(losses)).tolist()  # the one sync
+        if all(finite):
+            return
+        first = finite.index(False)
+        raise TrainingDivergedError(
+            f"training loss became {losses[first].item()} at epoch {self.current_epoch} step {steps[first]}; lower "
+            f"the learning rate ({self.optim.lr}) or check the data for NaNs."
+        )
+
+    def _log_train_means(self) -> None:
+        for name, value in self._train_means.means().items():
+            self.log(name, value, on_step=False, on_epoch=True, batch_size=1)
+        self._train_means.sums = None  # logged once per epoch
+
+    def on_train_epoch_end(self) -> None:
+        if self._unchecked:  # an epoch cut short (max_steps) or of unknown length
+            self._check_divergence()
+        if self._train_means is not None and self._train_means.sums is not None:
+            self._log_train_means()
+
+    # ---- validation ---------------------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_means = EpochMeans(["val_loss", "val_accuracy"])
 
     def validation_step(self, batch, batch_index: int) -> None:
         images, labels = batch
-        logits = self.model(images)
-        self.log("val_loss", F.cross_entropy(logits, labels), on_epoch=True)
-        self.log("val_accuracy", (logits.argmax(1) == labels).float().mean(), on_epoch=True)
+        logits = self.model(self._layout(images))
+        accuracy = (logits.argmax(1) == labels).float().mean()
+        self._val_means.add([F.cross_entropy(logits, labels), accuracy], labels.numel())
+
+    def on_validation_epoch_end(self) -> None:
+        for name, value in self._val_means.means().items():
+            self.log(name, value, on_epoch=True, batch_size=1)
 
     def configure_optimizers(self):
         optimizer = make_optimizer(parameter_groups(self.model, self.optim), self.optim)

@@ -27,6 +27,7 @@ from nni.tuner import Tuner
 
 from trainers.atomic import atomic_write_text
 
+from ..data import settings_match
 from ..plotting import Figure
 from ..reporting import decode_metric
 from .job_files import MODEL_FILE
@@ -45,8 +46,10 @@ class MultiTrialTuner(Tuner):
         self.state_path = self.state_dir / STATE_FILE
         saved = load_state(self.state_path)
         settings_json = json.loads(json.dumps(settings.to_dict()))  # tuples read back as lists
-        if saved is not None and saved.get("settings") == settings_json:
+        # settings_match: a search saved before a setting was added still resumes while it keeps its default.
+        if saved is not None and isinstance(saved.get("settings"), dict) and settings_match(saved["settings"], settings):
             self.state = saved
+            self.state["settings"] = settings_json  # the keys added since, written out from now on
             for job in self.state["jobs"].values():
                 if job["status"] == ISSUED:  # its trial died with the manager, or NNI re-runs it: issue again
                     job["status"] = PENDING

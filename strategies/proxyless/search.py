@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from trainers.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
+from trainers.speed import autocast, grad_scaler, resolve_channels_last, resolve_precision
 
 from .binary_gates import GateBank, install_binary_gates
 from .gate_cost import expected_gflops, measure_candidate_flops
@@ -51,12 +52,19 @@ class ProxylessSearch:
             raise ValueError(f"unknown gradient_estimator {config.gradient_estimator!r}; use {' or '.join(GRADIENT_ESTIMATORS)}.")
         self.config = config
         self.device = torch.device(device)
+        self.precision = resolve_precision(config.precision, self.device)  # SpeedError: mixed precision on a CPU
+        self.channels_last = resolve_channels_last(config.channels_last, self.device, self.precision)
         self.model = space
         self.bank: GateBank = install_binary_gates(space)
         self.bank.estimator = config.gradient_estimator
         self.candidate_flops = measure_candidate_flops(space, self.bank, config.input_size)
         self.model.to(self.device)
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.bank.to(self.device)
+        # fp16 only: one loss scaler per optimiser, as the two losses have different scales.
+        self.weight_scaler = grad_scaler(self.precision, self.device)
+        self.arch_scaler = grad_scaler(self.precision, self.device)
         self.weights = [p for name, p in space.named_parameters()]
         self.weight_optimizer = torch.optim.SGD(
             self.weights, lr=config.lr, momentum=config.momentum, nesterov=True, weight_decay=config.weight_decay
@@ -95,29 +103,45 @@ class ProxylessSearch:
         metrics["lr"] = self.weight_optimizer.param_groups[0]["lr"]
         return metrics
 
+    def _on_device(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images, labels.to(self.device, non_blocking=True)
+
+    def _step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler) -> None:
+        """backward + step, through the fp16 loss scaler when there is one (it skips steps with inf gradients)."""
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+            return
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
     def weight_step(self, images: torch.Tensor, labels: torch.Tensor, pinned: dict[str, int] | None = None) -> torch.Tensor:
         self.bank.resample("weight", self.generator, pinned)
-        images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
-        loss = F.cross_entropy(self.model(images), labels)
+        images, labels = self._on_device(images, labels)
+        with autocast(self.precision, self.device):
+            loss = F.cross_entropy(self.model(images), labels)
         self.weight_optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.weight_optimizer.step()
+        self._step(loss, self.weight_optimizer, self.weight_scaler)
         return loss.detach()
 
     def arch_step(self, images: torch.Tensor, labels: torch.Tensor, pinned: dict[str, int] | None = None) -> torch.Tensor:
         self.bank.resample("arch", self.generator, pinned)
-        images, labels = images.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+        images, labels = self._on_device(images, labels)
         # Frozen weights: autograd then computes only activation gradients and the architecture gradient.
         for parameter in self.weights:
             parameter.requires_grad_(False)
         try:
-            loss = F.cross_entropy(self.model(images), labels)
-            if self.config.flops_penalty:
+            with autocast(self.precision, self.device):
+                loss = F.cross_entropy(self.model(images), labels)
+            if self.config.flops_penalty:  # outside autocast: the penalty stays in fp32
                 loss = loss + self.config.flops_penalty * expected_gflops(self.bank, self.candidate_flops)
             self.arch_optimizer.zero_grad(set_to_none=True)
-            loss.backward()
             before = self._evaluated_log_mass() if self.config.gradient_estimator == "two_path" else None
-            self.arch_optimizer.step()
+            self._step(loss, self.arch_optimizer, self.arch_scaler)
             if before is not None:
                 self._keep_unsampled_mass(before)
         finally:
@@ -147,9 +171,10 @@ class ProxylessSearch:
         loss = torch.zeros((), device=self.device)
         count = 0
         for images, labels in itertools.islice(loader, limit_batches):
-            images, labels = images.to(self.device), labels.to(self.device)
-            logits = self.model(images)
-            loss += F.cross_entropy(logits, labels, reduction="sum")
+            images, labels = self._on_device(images, labels)
+            with autocast(self.precision, self.device):
+                logits = self.model(images)
+            loss += F.cross_entropy(logits.float(), labels, reduction="sum")
             correct += (logits.argmax(1) == labels).sum()
             count += labels.numel()
         self.model.train()
@@ -180,8 +205,13 @@ class ProxylessSearch:
             "epoch": self.epoch,
             "step": self.step,
             "generator": self.generator.get_state(),
+            "scalers": {name: scaler.state_dict() for name, scaler in self._scalers().items()},
             "extra": extra or {},
         })
+
+    def _scalers(self) -> dict:
+        return {name: scaler for name, scaler in (("weight", self.weight_scaler), ("arch", self.arch_scaler))
+                if scaler is not None}
 
     def load(self, path: Path) -> dict:
         """Restore a checkpoint written by `save`; returns its `extra`. CheckpointError names the file."""
@@ -192,6 +222,9 @@ class ProxylessSearch:
             self.weight_optimizer.load_state_dict(state["weight_optimizer"])
             self.arch_optimizer.load_state_dict(state["arch_optimizer"])
             self.generator.set_state(state["generator"].cpu())
+            for name, scaler in self._scalers().items():  # fp16 only; absent in fp32 or older checkpoints
+                if name in state.get("scalers", {}):
+                    scaler.load_state_dict(state["scalers"][name])
         except (KeyError, RuntimeError, ValueError) as error:  # another space, or a truncated entry
             raise CheckpointError(
                 f"{path} does not fit this supernet ({str(error).splitlines()[0][:200]}); delete it to search again."

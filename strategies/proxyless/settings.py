@@ -18,6 +18,8 @@ from search_spaces.scopes import (
     smallest_image_size_for_kernels,
 )
 
+from trainers.speed import Precision, Switch
+
 from ..data import Augment, DataSettings, input_size
 from ..settings import SettingsError, choices, parse_settings, require_choice
 
@@ -103,6 +105,9 @@ class ProxylessSearchConfig:
     input_size: tuple[int, int, int] = (3, 32, 32)
     total_epochs: int = 1
     seed: int = 0  # seeds the path sampler
+    # Speed (trainers/speed.py): auto = 32 on the CPU, bf16-mixed (else 16-mixed) on CUDA; NHWC with CUDA + AMP.
+    precision: Precision = "auto"
+    channels_last: Switch = "auto"
 
     @classmethod
     def from_settings(cls, settings: ProxylessSettings, input_size: tuple[int, int, int]) -> "ProxylessSearchConfig":

@@ -81,6 +81,8 @@ def run_proxyless_trial(parameters: dict[str, Any], output_dir: Path, reporter: 
         limit_train_batches=settings.limit_train_batches,
         limit_val_batches=settings.limit_val_batches,
         checkpoint_path=output_dir / "retrain.ckpt",
+        precision=settings.precision,
+        channels_last=settings.channels_last,
     )
     retrain_seconds = time.perf_counter() - retrain_started
     tested = test_and_export(model, spec, datamodule, settings, output_dir)  # test_accuracy, test_split, export_dir
