@@ -347,3 +347,32 @@ def nash_start_spec(num_classes: int = 10, widths: tuple[int, int, int] = (64, 1
         head=HeadSpec(num_classes=num_classes),
         in_channels=in_channels,
     )
+
+
+CIFAR_RESNET_WIDTHS = (16, 32, 64)
+
+
+def cifar_resnet_spec(
+    stage_depths: tuple[int, ...] = (6, 6, 6),
+    widths: tuple[int, ...] = CIFAR_RESNET_WIDTHS,
+    num_classes: int = 10,
+    in_channels: int = 3,
+) -> ArchSpec:
+    """He et al.'s CIFAR ResNet (the stage-wise search's space): a 3x3 stem at widths[0], one stage of basic
+    blocks per width with stride 2 between stages, global average pool, dense head. (6n+2 layers: n = 9 is
+    ResNet-56; the stage-wise paper counts 2 * sum(stage_depths) + 3, so (6, 6, 6) is its "ResNet39".)"""
+    if len(stage_depths) != len(widths):
+        raise SpecError(f"cifar_resnet_spec: {len(stage_depths)} stage depths for {len(widths)} widths; give one "
+                        f"depth per stage width.")
+    if any(depth < 1 for depth in stage_depths):
+        raise SpecError(f"cifar_resnet_spec: every stage needs at least one block, got depths {list(stage_depths)}.")
+    stages, channels = [], widths[0]
+    for index, (depth, planes) in enumerate(zip(stage_depths, widths)):
+        stages.append(residual_stage("basic", depth, channels, planes, stride=1 if index == 0 else 2))
+        channels = planes
+    return ArchSpec(
+        stem=StemSpec(out_channels=widths[0], kernel_size=3, stride=1, max_pool=False),
+        stages=tuple(stages),
+        head=HeadSpec(num_classes=num_classes),
+        in_channels=in_channels,
+    )

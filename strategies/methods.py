@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import hill_climbing, layer_pruning, proxyless
+from . import hill_climbing, layer_pruning, proxyless, stagewise
 from .plotting import Figure
 from .reporting import Reporter
 
@@ -55,6 +55,7 @@ METHODS: dict[str, Method] = _registry(
            hill_climbing.run_trial, legacy_tuner_paths=("strategies.hill_climbing_tuner.HillClimbingTuner",)),
     Method("layer_pruning", layer_pruning.LayerPruningTuner, layer_pruning.parse_layer_pruning_args,
            layer_pruning.run_trial, legacy_tuner_paths=("strategies.layer_pruning_tuner.LayerPruningTuner",)),
+    Method("stagewise", stagewise.StagewiseTuner, stagewise.parse_stagewise_args, stagewise.run_trial),
 )
 
 

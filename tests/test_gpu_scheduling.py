@@ -7,6 +7,7 @@ Also the check before launch: a local experiment asking for more GPUs than NNI s
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 
 from strategies.launch import ConfigError, create_experiment, experiment_summary, stop_experiment, wait_for_experiment
 from strategies.launch import load_experiment_config
+from strategies.launch.config import GpuRequestError, check_resume_gpus
 from strategies.cli import main
 from strategies.launch import nnictl
 
@@ -95,6 +97,33 @@ def test_validate_exits_2_without_the_gpus_and_checks_for_another_machine_with_n
     assert len(refused.stderr.strip().splitlines()) == 1
     assert main(["validate", "--no-gpu-check", str(path)]) == 0
     assert "ok (GPUs not checked)" in capsys.readouterr().out
+
+
+def stored_experiment(tmp_path: Path, experiment_id: str, trial_gpus: int) -> Path:
+    """An experiment folder as NNI leaves it: its config in db/nni.sqlite (ExperimentProfile, newest revision)."""
+    (tmp_path / experiment_id / "db").mkdir(parents=True)
+    with sqlite3.connect(tmp_path / experiment_id / "db" / "nni.sqlite") as connection:
+        connection.execute("CREATE TABLE ExperimentProfile (params text, id text, execDuration integer, startTime "
+                           "integer, endTime integer, logDir text, nextSequenceId integer, revision integer)")
+        for revision, gpus in enumerate((0, trial_gpus)):
+            params = {"trialGpuNumber": gpus, "trainingService": {"platform": "local", "trialGpuNumber": gpus}}
+            connection.execute("INSERT INTO ExperimentProfile (params, id, revision) VALUES (?, ?, ?)",
+                               (json.dumps(params), experiment_id, revision))
+    return tmp_path
+
+
+def test_resuming_a_gpu_experiment_without_the_gpus_is_refused_before_the_manager_starts(tmp_path, fake_gpus,
+                                                                                        monkeypatch):
+    started = []
+    monkeypatch.setattr(nnictl, "_start_manager", lambda *args: started.append(args))
+    fake_gpus(0)
+    with pytest.raises(GpuRequestError, match=r"experiment abc: trialGpuNumber: 1 but this machine shows no GPU to "
+                                              r"NNI .*; resume it where enough GPUs are"):
+        nnictl.resume_experiment("abc", stored_experiment(tmp_path, "abc", trial_gpus=1))
+    assert started == []
+    fake_gpus(1)
+    check_resume_gpus("abc", tmp_path / "abc")  # enough now: no refusal
+    check_resume_gpus("unknown", tmp_path / "unknown")  # no stored config: nnictl will say so itself
 
 
 # --- the preload, on NNI's own scheduler module -------------------------------------------------------------

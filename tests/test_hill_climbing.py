@@ -14,20 +14,10 @@ from strategies.hill_climbing import HillClimbingTuner, parse_hill_climbing_args
 from strategies.hill_climbing.tuner import random_walk_choice
 from strategies.multi_trial import search_locally
 from strategies.settings import SettingsError
+from tuner_driver import issue_all_with_ids as issue_all
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"dataset": "digits", "start_widths": [4, 8, 8], "n_steps": 2, "n_neighbours": 3, "n_morphisms": 2}
-
-
-def issue_all(tuner, first_id=0):
-    issued, parameter_id = {}, first_id
-    while True:
-        try:
-            params = tuner.generate_parameters(parameter_id)
-        except nni.NoMoreTrialError:
-            return issued
-        issued[params["job"]] = (parameter_id, params)
-        parameter_id += 1
 
 
 def fake_trial(params, val_accuracy):

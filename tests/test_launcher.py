@@ -6,7 +6,8 @@ import subprocess
 import pytest
 import yaml
 
-from strategies.launch import ConfigError, load_experiment_config
+from strategies.launch import ConfigError, LaunchError, load_experiment_config
+from strategies.launch.rest import ExperimentHandle, manager_error_line
 from strategies.reporting import decode_metric
 from strategies.launch import (
     create_experiment,
@@ -73,3 +74,27 @@ def test_final_metrics_are_decoded_even_when_double_encoded():
     assert decode_metric('"{\\"default\\": 0.5}"') == {"default": 0.5}
     assert decode_metric('{"default": 0.5}') == {"default": 0.5}
     assert decode_metric("0.5") == 0.5
+
+
+NNI_LOG = """[2026-12-01 12:35:44] INFO (main) Start NNI manager
+[2026-12-01 12:35:45] ERROR (TaskScheduler) Failed to collect GPU info: no GPU
+[2026-12-01 12:35:45] WARNING (NNIManager) It is not supposed to receive more trials after NO_MORE_TRIAL is set
+[2026-12-01 12:35:46] ERROR (NNIManager) TaskScheduler: Failed to collect GPU info
+"""
+
+
+def test_the_manager_logs_last_error_line_is_read_without_its_timestamp(tmp_path):
+    log = tmp_path / "nnimanager.log"
+    log.write_text(NNI_LOG)
+    assert manager_error_line(log) == "NNIManager: TaskScheduler: Failed to collect GPU info"
+    log.write_text(NNI_LOG.split("\n")[0])
+    assert manager_error_line(log) is None and manager_error_line(tmp_path / "missing.log") is None
+
+
+def test_waiting_on_a_dead_manager_ends_in_one_sentence_with_its_log_line(tmp_path):
+    (tmp_path / "abc123" / "log").mkdir(parents=True)
+    (tmp_path / "abc123" / "log" / "nnimanager.log").write_text(NNI_LOG)
+    handle = ExperimentHandle("abc123", 9, "127.0.0.1", tmp_path / "x.yml", tmp_path)  # port 9: nothing listens
+    with pytest.raises(LaunchError, match=r"stopped answering \(its log says 'NNIManager: TaskScheduler: Failed to "
+                                          r"collect GPU info'\); see .*nnimanager.log.*resnas resume abc123"):
+        wait_for_experiment(handle, poll_seconds=0.01)

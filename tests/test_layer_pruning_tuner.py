@@ -3,28 +3,16 @@
 import json
 from pathlib import Path
 
-import nni
 import pytest
 import yaml
 
 from strategies.layer_pruning.tuner import LayerPruningTuner, parse_layer_pruning_args, step_edit
 from strategies.multi_trial.state import STATE_FILE
 from strategies.settings import SettingsError
+from tuner_driver import issue_all
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = yaml.safe_load((REPO / "nni_configs" / "layer_pruning_quick.yml").read_text())["tuner"]["classArgs"]
-
-
-def issue_all(tuner, first_id=0):
-    """Every job the tuner can issue now, as {key: params}."""
-    issued, parameter_id = {}, first_id
-    while True:
-        try:
-            params = tuner.generate_parameters(parameter_id)
-        except nni.NoMoreTrialError:
-            return issued
-        issued[params["job"]] = params
-        parameter_id += 1
 
 
 def fake_result(params, val_accuracy=0.5, flops=1e5):

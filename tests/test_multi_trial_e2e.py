@@ -1,4 +1,4 @@
-"""NASH and ResBuilder through the real NNI manager on 127.0.0.1: `resnas create --wait`, a kill and
+"""NASH, ResBuilder and stage-wise depth through the real NNI manager on 127.0.0.1: `resnas create --wait`, a kill and
 `resnas resume`, the plots and the timm exports."""
 
 import json
@@ -75,51 +75,123 @@ def _state(path: Path) -> dict:
         return {}
 
 
-@pytest.mark.e2e
-def test_hill_climbing_survives_a_killed_manager_and_retrains_no_finished_child(tmp_path):
-    # Created under the tuner's pre-package class path: NNI's dispatcher must find it on create and on resume.
-    config = shortened(tmp_path, "hill_climbing_quick.yml", class_name="strategies.hill_climbing_tuner.HillClimbingTuner",
-                       start_widths=[4, 8, 8], pretrain_epochs=1, n_steps=2, n_neighbours=3, n_morphisms=2,
-                       epochs_neighbour=2, epochs_final=1)
+def create_kept(config: Path, port: int) -> str:
+    """`resnas create --keep` (returns once the experiment runs); the experiment's id."""
     created = subprocess.Popen([sys.executable, "-m", "strategies.cli", "create", "--config", str(config),
-                                "--port", "8795", "--keep"], cwd=REPO, stdout=subprocess.PIPE, text=True)
+                                "--port", str(port), "--keep"], cwd=REPO, stdout=subprocess.PIPE, text=True)
     first_line = created.stdout.readline()
     created.wait(timeout=300)
-    experiment_id = first_line.split()[1]
-    experiment_dir = tmp_path / "nni-experiments" / experiment_id
-    state_path = experiment_dir / "checkpoint" / STATE_FILE
+    return first_line.split()[1]
 
-    # Kill the manager (SIGKILL, no goodbye) once some child of step 1 has finished.
-    deadline = time.monotonic() + 600
-    while True:
-        jobs = _state(state_path).get("jobs", {})
-        done = [key for key, job in jobs.items() if key.startswith("step1/") and job["status"] == "done"]
-        if done:
-            break
-        assert time.monotonic() < deadline, "no child finished in time"
+
+def kill_manager_once(experiment_id: str, state_path: Path, ready, timeout: float = 600) -> int:
+    """SIGKILL the manager (no goodbye) once ready(jobs) holds; returns the port it listened on."""
+    deadline = time.monotonic() + timeout
+    while not ready(_state(state_path).get("jobs", {})):
+        assert time.monotonic() < deadline, "the search did not get far enough in time"
         time.sleep(1)
     registry = json.loads((Path.home() / "nni-experiments" / ".experiment").read_text())
     os.kill(registry[experiment_id]["pid"], signal.SIGKILL)
     port = registry[experiment_id]["port"]
     while listening_hosts(port):
         time.sleep(0.5)
-    finished_before = {key: (experiment_dir / "checkpoint" / "hill_climbing" / key / "model.ckpt").stat().st_mtime_ns
-                       for key, job in _state(state_path)["jobs"].items() if job["status"] == "done"}
-    time.sleep(5)  # children orphaned by the kill may still finish; they are neither lost nor retrained
+    return port
 
-    handle = resume_experiment(experiment_id, tmp_path / "nni-experiments", port=8796)
+
+def checkpoint_times(state_path: Path, method: str) -> dict[str, int]:
+    """The model.ckpt modification time of every finished job that wrote one."""
+    work = state_path.parent / method
+    return {key: (work / key / "model.ckpt").stat().st_mtime_ns for key, job in _state(state_path)["jobs"].items()
+            if job["status"] == "done" and (work / key / "model.ckpt").is_file()}
+
+
+def resume_to_the_end(experiment_id: str, tmp_path: Path, port: int) -> dict:
+    """`resnas resume` on another port, bound to 127.0.0.1, until the search ends; the final state file."""
+    handle = resume_experiment(experiment_id, tmp_path / "nni-experiments", port=port)
     try:
         assert listening_hosts(handle.port) == {"127.0.0.1"}
         wait_for_experiment(handle, poll_seconds=2, timeout=900)
     finally:
         stop_experiment(handle)
-    state = _state(state_path)
+    return _state(tmp_path / "nni-experiments" / experiment_id / "checkpoint" / STATE_FILE)
+
+
+@pytest.mark.e2e
+def test_hill_climbing_survives_a_killed_manager_and_retrains_no_finished_child(tmp_path):
+    # Created under the tuner's pre-package class path: NNI's dispatcher must find it on create and on resume.
+    config = shortened(tmp_path, "hill_climbing_quick.yml", class_name="strategies.hill_climbing_tuner.HillClimbingTuner",
+                       start_widths=[4, 8, 8], pretrain_epochs=1, n_steps=2, n_neighbours=3, n_morphisms=2,
+                       epochs_neighbour=2, epochs_final=1)
+    experiment_id = create_kept(config, 8795)
+    experiment_dir = tmp_path / "nni-experiments" / experiment_id
+    state_path = experiment_dir / "checkpoint" / STATE_FILE
+    kill_manager_once(experiment_id, state_path, lambda jobs: any(
+        key.startswith("step1/") and job["status"] == "done" for key, job in jobs.items()))
+    finished_before = checkpoint_times(state_path, "hill_climbing")
+    time.sleep(5)  # children orphaned by the kill may still finish; they are neither lost nor retrained
+
+    state = resume_to_the_end(experiment_id, tmp_path, 8796)
     assert state["finished"] and state["error"] is None and state["summary"]["export_dir"]
-    for key, mtime in finished_before.items():
-        assert (experiment_dir / "checkpoint" / "hill_climbing" / key / "model.ckpt").stat().st_mtime_ns == mtime, key
+    after = checkpoint_times(state_path, "hill_climbing")
+    assert {key: after[key] for key in finished_before} == finished_before
     assert [entry["step"] for entry in state["lineage"]] == [0, 1, 2]
     summary = state["summary"]
     # The climbed net (1 + 2 + 2 + 1 short epochs) beats the start net (1 short epoch) on the same split.
     assert summary["val_accuracy"] > summary["start_val_accuracy"] and summary["start_default"] is not None
     assert loads_in_timm(summary["export_dir"]) == [1, 10]
     assert (experiment_dir / "checkpoint" / "hill_climbing" / "lineage.png").is_file()
+
+
+def quick_config(tmp_path: Path, name: str, **changes) -> Path:
+    """A quick config as shipped (its data and lengths), run from this checkout into tmp_path."""
+    config = yaml.safe_load((REPO / "nni_configs" / name).read_text())
+    config["trialCodeDirectory"] = config["tuner"]["codeDirectory"] = str(REPO)
+    config["experimentWorkingDirectory"] = str(tmp_path / "nni-experiments")
+    config["tuner"]["classArgs"].update(changes)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.e2e
+def test_stagewise_quick_grows_a_stage_on_the_real_manager(tmp_path):
+    config = quick_config(tmp_path, "stagewise_quick.yml")
+    line = json_line(resnas("create", "--config", str(config), "--port", "8797", "--wait", "--timeout", "800"))
+    best = line["best"]
+    assert line["status"] == "TUNER_NO_MORE_TRIAL" and line["dashboard"].startswith("http://127.0.0.1:")
+    assert all(t["status"] == "SUCCEEDED" for t in line["trials"])
+    start, final = best["start_depths"], best["depths"]
+    assert start == [1, 1, 1] and final != start and all(f >= s for f, s in zip(final, start))
+    assert 0 < best["start_default"] <= 1 and best["default"] == best["test_accuracy"] > 0.8
+    rows = best["iterations"]
+    assert rows[0]["depths"] == start and any(any(row.get("grown") or []) for row in rows[1:])
+    assert loads_in_timm(line["export_dir"], size=16) == [1, 10]
+    work = tmp_path / "nni-experiments" / line["experiment"] / "checkpoint"
+    assert (work / "stagewise" / "stagewise.png").is_file()
+    plotted = resnas("plot", line["experiment"], "--dir", str(tmp_path / "nni-experiments"),
+                     "--out", str(tmp_path / "again.png"))
+    assert plotted.returncode == 0 and (tmp_path / "again.png").is_file()
+
+
+@pytest.mark.e2e
+def test_stagewise_survives_a_killed_manager_and_retrains_no_finished_job(tmp_path):
+    config = quick_config(tmp_path, "stagewise_quick.yml", iterations=1, epochs=1, extra_epochs=0,
+                          limit_train_batches=8)
+    waiting = subprocess.Popen([sys.executable, "-m", "strategies.cli", "create", "--config", str(config), "--port",
+                                "8798", "--wait"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    experiment_id = waiting.stdout.readline().split()[1]
+    state_path = tmp_path / "nni-experiments" / experiment_id / "checkpoint" / STATE_FILE
+    kill_manager_once(experiment_id, state_path, lambda jobs: jobs.get("start", {}).get("status") == "done")
+    # `create --wait` on a manager that died: one sentence naming its log and the fix, exit code 2, no traceback
+    _, stderr = waiting.communicate(timeout=120)
+    assert waiting.returncode == 2 and "Traceback" not in stderr, stderr[-2000:]
+    assert f"the NNI manager of experiment {experiment_id} stopped answering" in stderr
+    assert f"nni-experiments/{experiment_id}/log/nnimanager.log" in stderr and f"resnas resume {experiment_id}" in stderr
+    finished_before = checkpoint_times(state_path, "stagewise")
+    time.sleep(5)  # a job orphaned by the kill may still finish; it is neither lost nor retrained
+
+    state = resume_to_the_end(experiment_id, tmp_path, 8799)
+    assert state["finished"] and state["error"] is None and state["summary"]["export_dir"]
+    after = checkpoint_times(state_path, "stagewise")
+    assert "start" in finished_before and {key: after[key] for key in finished_before} == finished_before
+    assert state["summary"]["iterations"][0]["job"] == "start" and state["decided"] == 1

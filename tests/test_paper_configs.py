@@ -60,3 +60,14 @@ def test_layer_pruning_paper_config_at_32_px(synthetic_cifar10, tmp_path):
                 "variant_epochs": 1}
     summary = search_locally("layer_pruning", tmp_path, **settings)
     assert summary["zeta"] == 1e8 and summary["flops"] <= 1e8 and summary["test_split"]
+
+
+def test_stagewise_paper_config_at_32_px(synthetic_cifar10, tmp_path):
+    settings = {**class_args("stagewise.yml"), **SHORT, "iterations": 1, "epochs": 1, "extra_epochs": 1,
+                "score_samples": 40}
+    summary = search_locally("stagewise", tmp_path, **settings)
+    # the start net is the paper's ResNet39 (6, 6, 6) at full width: 0.56M params, 83M MACs at 32 px
+    assert summary["start_depths"] == [6, 6, 6] and summary["start_params"] == 564_122
+    assert round(summary["start_macs"] / 1e6) == 83 and summary["test_split"] == "the dataset's test split"
+    rows = summary["iterations"]
+    assert rows[0]["depths"] == [6, 6, 6] and len(rows[0]["stage_scores"]) == 3

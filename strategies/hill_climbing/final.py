@@ -7,30 +7,17 @@ never touched.
 
 from __future__ import annotations
 
-import copy
-from typing import Any, Sequence
+from typing import Sequence
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+from torch.utils.data import ConcatDataset, DataLoader
 
 from search_spaces.spec import ArchSpec
 from trainers import ClassificationDataModule, training_device
+from trainers.views import with_transform
 
 from ..multi_trial.job_trial import build_with_weights, load_job_model
-
-
-def with_transform(dataset: Dataset, transform: Any) -> Dataset:
-    """The same images and labels seen through another transform (Subsets keep their indices; the
-    underlying tensors or files are shared, not copied)."""
-    if isinstance(dataset, Subset):
-        return Subset(with_transform(dataset.dataset, transform), dataset.indices)
-    if not hasattr(dataset, "transform"):
-        raise TypeError(f"{type(dataset).__name__} has no transform to replace; wrap it in a Subset of a "
-                        f"dataset with a `transform` attribute.")
-    copied = copy.copy(dataset)
-    copied.transform = transform
-    return copied
 
 
 class TrainAndValData(pl.LightningDataModule):
@@ -48,7 +35,7 @@ class TrainAndValData(pl.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         base = self.base
         return DataLoader(self.train_set, batch_size=base.batch_size, shuffle=True, num_workers=base.num_workers,
-                          persistent_workers=base.num_workers > 0,
+                          persistent_workers=base.num_workers > 0, pin_memory=base.pin_memory,
                           generator=torch.Generator().manual_seed(base.seed))
 
     def val_dataloader(self) -> DataLoader:

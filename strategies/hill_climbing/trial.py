@@ -9,11 +9,8 @@ empty) with their job keys `ensemble_jobs`.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from search_spaces.builder import build_model
 from search_spaces.edits.morphism_ops import Morphism
@@ -21,23 +18,20 @@ from search_spaces.edits.morphisms import apply_morphisms
 from search_spaces.spec import ArchSpec, nash_start_spec
 from trainers import DatasetInfo, OptimConfig, evaluate
 
-from ..data import make_job_datamodule
-from ..multi_trial.job_files import finished_result, write_result
 from ..multi_trial.job_trial import (
     build_with_weights,
     cost_facts,
     load_job_model,
     load_start_spec,
+    run_job,
     save_job_model,
     test_and_export,
     train,
 )
 from ..reporting import Reporter
-from ..settings import SettingsError, parse_settings
+from ..settings import SettingsError
 from .final import TrainAndValData, ensemble_test_accuracy, load_members
 from .settings import HillClimbingSettings
-
-logger = logging.getLogger(__name__)
 
 
 def start_spec(settings: HillClimbingSettings) -> ArchSpec:
@@ -62,16 +56,13 @@ def job_optim(settings: HillClimbingSettings, kind: str) -> OptimConfig:
 
 
 def run_hill_climbing_trial(parameters: dict[str, Any], output_dir: Path, reporter: Reporter) -> dict[str, Any]:
-    out_dir = Path(parameters.get("out_dir") or output_dir)
-    done = finished_result(out_dir)
-    if done is not None:  # re-issued after a resume: report what was computed, train nothing
-        logger.info("%s finished before; reporting its result again", out_dir)
-        reporter.final(done)
-        return done
-    settings = parse_settings(HillClimbingSettings, parameters.get("settings"), "trial parameters")
+    return run_job(parameters, output_dir, reporter, HillClimbingSettings,
+                   lambda settings, datamodule, out_dir: _job(parameters, settings, datamodule, out_dir, reporter))
+
+
+def _job(parameters: dict[str, Any], settings: HillClimbingSettings, datamodule, out_dir: Path,
+         reporter: Reporter) -> dict[str, Any]:
     kind, epochs = parameters.get("kind"), int(parameters["epochs"])
-    torch.manual_seed(settings.seed)
-    datamodule = make_job_datamodule(settings)
     optim = job_optim(settings, kind)
 
     if kind == "start":
@@ -105,8 +96,6 @@ def run_hill_climbing_trial(parameters: dict[str, Any], output_dir: Path, report
         result.update(_final_facts(model, spec, datamodule, settings, out_dir, parameters["start"]))
         result.update(_ensemble_facts(parameters.get("ensemble") or [], parameters.get("ensemble_jobs") or [],
                                       datamodule, settings))
-    write_result(out_dir, result)
-    reporter.final(result)
     return result
 
 

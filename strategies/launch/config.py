@@ -13,8 +13,10 @@ import difflib
 import json
 import math
 import re
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +63,11 @@ def visible_gpus(timeout: float = 60.0) -> tuple[int, str]:
     return int(info.get("gpuNumber") or 0), ""
 
 
-def _gpu_sentence(path: Path, config: dict[str, Any]) -> str | None:
+FIX_CONFIG = "set trialGpuNumber: 0 to train on the CPU, or run where enough GPUs are"
+FIX_RESUMED = "resume it where enough GPUs are (a resumed experiment keeps the config it was created with)"
+
+
+def _gpu_sentence(path: Path | str, config: dict[str, Any], fix: str = FIX_CONFIG) -> str | None:
     """None when the local training service can give each trial its GPUs here, else the one-sentence refusal."""
     service = config.get("trainingService") or {"platform": "local"}
     if not isinstance(service, dict) or service.get("platform", "local") != "local":
@@ -83,10 +89,29 @@ def _gpu_sentence(path: Path, config: dict[str, Any]) -> str | None:
         shown = f"gpuIndices {indices} leave {usable} of the {count} GPU(s) NNI sees here"
     else:
         shown = f"this machine shows only {count} GPU(s) to NNI"
-    return (
-        f"{path}: trialGpuNumber: {wanted} but {shown}; set trialGpuNumber: 0 to train on the CPU, "
-        "or run where enough GPUs are."
-    )
+    return f"{path}: trialGpuNumber: {wanted} but {shown}; {fix}."
+
+
+def stored_experiment_config(experiment_dir: Path) -> dict[str, Any] | None:
+    """The config NNI keeps for an experiment (the newest ExperimentProfile in its db/nni.sqlite), or None."""
+    database = experiment_dir / "db" / "nni.sqlite"
+    if not database.is_file():
+        return None
+    try:
+        with closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+            row = connection.execute("SELECT params FROM ExperimentProfile ORDER BY revision DESC LIMIT 1").fetchone()
+        return json.loads(row[0]) if row else None
+    except (sqlite3.Error, ValueError, TypeError):
+        return None
+
+
+def check_resume_gpus(experiment_id: str, experiment_dir: Path) -> None:
+    """Refuse to resume, before the manager starts, an experiment whose trials ask for GPUs this machine lacks
+    (the manager would die collecting GPU info). Unknown experiments are left to nnictl to report."""
+    config = stored_experiment_config(experiment_dir)
+    sentence = _gpu_sentence(f"experiment {experiment_id}", config, FIX_RESUMED) if config else None
+    if sentence is not None:
+        raise GpuRequestError(sentence)
 
 
 def load_experiment_config(path: str | Path, check_gpus: bool = False) -> dict[str, Any]:

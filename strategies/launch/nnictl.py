@@ -8,6 +8,7 @@ with this interpreter's folder so a config's `python -m strategies.trial` runs i
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -16,8 +17,8 @@ import time
 import urllib.error
 from pathlib import Path
 
-from .config import load_experiment_config
-from .rest import ExperimentHandle, LaunchError, rest
+from .config import check_resume_gpus, load_experiment_config
+from .rest import DEFAULT_WORKING_DIR, ExperimentHandle, LaunchError, rest
 
 PRELOAD = Path(__file__).with_name("localhost_only.js")
 GPU_PRELOAD = Path(__file__).with_name("all_gpus_schedulable.js")
@@ -80,10 +81,11 @@ def _await_manager(port: int) -> str:
 def create_experiment(config_path: str | Path, port: int = 8080, bind_host: str = "127.0.0.1") -> ExperimentHandle:
     """Validate, then start the experiment; returns once the manager answers on its port."""
     config_path = Path(config_path)
-    load_experiment_config(config_path, check_gpus=True)  # raises ConfigError before anything starts
+    config = load_experiment_config(config_path, check_gpus=True)  # raises ConfigError before anything starts
     port = free_port(port)
     _start_manager([_nnictl(), "create", "--config", str(config_path), "--port", str(port)], bind_host)
-    return ExperimentHandle(_await_manager(port), port, bind_host, config_path)
+    working_dir = Path(config["experimentWorkingDirectory"])  # NNI's canonical config: absolute, default filled in
+    return ExperimentHandle(_await_manager(port), port, bind_host, config_path, working_dir)
 
 
 def resume_experiment(
@@ -94,12 +96,23 @@ def resume_experiment(
     working_dir is the config's experimentWorkingDirectory (the folder holding ID/); by default nnictl looks
     the experiment up in its registry.
     """
-    port = free_port(port)
-    command = [_nnictl(), "resume", experiment_id, "--port", str(port)]
+    command = [_nnictl(), "resume", experiment_id]
     if working_dir is not None:  # NNI 3.0 reads it as the folder that holds ID/, whatever its --help says
         command += ["--experiment_dir", str(Path(working_dir).expanduser())]
-    _start_manager(command, bind_host)
-    return ExperimentHandle(_await_manager(port), port, bind_host, Path(working_dir or ".") / experiment_id)
+    working_dir = Path(working_dir).expanduser() if working_dir else registered_working_dir(experiment_id)
+    check_resume_gpus(experiment_id, working_dir / experiment_id)  # raises GpuRequestError before anything starts
+    port = free_port(port)
+    _start_manager(command + ["--port", str(port)], bind_host)
+    return ExperimentHandle(_await_manager(port), port, bind_host, working_dir / experiment_id, working_dir)
+
+
+def registered_working_dir(experiment_id: str) -> Path:
+    """Where nnictl's registry (~/nni-experiments/.experiment) says the experiment lives; NNI's default if not."""
+    try:
+        registry = json.loads((DEFAULT_WORKING_DIR.expanduser() / ".experiment").read_text())
+        return Path(registry[experiment_id]["logDir"]).expanduser()
+    except (OSError, ValueError, KeyError, TypeError):
+        return DEFAULT_WORKING_DIR.expanduser()
 
 
 def stop_experiment(handle: ExperimentHandle) -> None:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +16,8 @@ from ..reporting import decode_metric
 
 FINAL_TRIAL_STATES = {"SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED"}
 FINAL_EXPERIMENT_STATES = {"DONE", "STOPPED", "ERROR"}
+DEFAULT_WORKING_DIR = Path("~/nni-experiments")  # NNI's, when a config sets no experimentWorkingDirectory
+GONE_AFTER_FAILURES = 3  # REST calls failing in a row before the manager counts as dead
 
 
 class LaunchError(RuntimeError):
@@ -26,11 +30,42 @@ class ExperimentHandle:
     port: int
     bind_host: str
     config_path: Path
+    working_dir: Path = DEFAULT_WORKING_DIR  # the folder holding ID/ (experimentWorkingDirectory)
 
     @property
     def url(self) -> str:
         host = "127.0.0.1" if self.bind_host in ("127.0.0.1", "0.0.0.0", "") else self.bind_host
         return f"http://{host}:{self.port}"
+
+    @property
+    def manager_log(self) -> Path:
+        return self.working_dir.expanduser() / self.id / "log" / "nnimanager.log"
+
+
+# NNI's manager log lines: "[2026-12-01 12:35:44] ERROR (TaskScheduler) Failed to collect GPU info ..."
+_LOG_ERROR = re.compile(r"^\[[^\]]*\]\s+ERROR\s+(?:\((?P<source>[^)]*)\)\s*)?(?P<message>.*)$")
+
+
+def manager_error_line(log_file: Path) -> str | None:
+    """The last ERROR line of the manager's log, as "Source: message" (what it died of), or None."""
+    try:
+        lines = log_file.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        match = _LOG_ERROR.match(line.strip())
+        if match and match["message"].strip():
+            source = f"{match['source']}: " if match["source"] else ""
+            return f"{source}{match['message'].strip()}"
+    return None
+
+
+def manager_gone_error(handle: ExperimentHandle) -> LaunchError:
+    """One sentence for a manager that stopped answering: its log's last error line, and where the log is."""
+    line = manager_error_line(handle.manager_log)
+    cause = f"its log says {line!r}" if line else "its log has no error line"
+    return LaunchError(f"the NNI manager of experiment {handle.id} stopped answering ({cause}); see "
+                       f"{handle.manager_log}, fix the cause and run `resnas resume {handle.id}`.")
 
 
 def rest(port: int, route: str, timeout: float = 10.0) -> Any:
@@ -64,9 +99,18 @@ def wait_for_experiment(handle: ExperimentHandle, poll_seconds: float = 3.0, tim
     every trial has ended for a moment; for those tuners the search is over only when their state says so.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
+    failures = 0
     while True:
-        status = experiment_status(handle)
-        trials = trial_jobs(handle)
+        try:
+            status = experiment_status(handle)
+            trials = trial_jobs(handle)
+            failures = 0
+        except (urllib.error.URLError, OSError):  # refused, reset or timed out
+            failures += 1
+            if failures >= GONE_AFTER_FAILURES:  # not a busy moment: the manager process is gone
+                raise manager_gone_error(handle) from None
+            time.sleep(poll_seconds)
+            continue
         all_ended = trials and all(trial["status"] in FINAL_TRIAL_STATES for trial in trials)
         if status in FINAL_EXPERIMENT_STATES:
             return status

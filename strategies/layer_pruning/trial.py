@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -20,22 +19,20 @@ from search_spaces.spec import WIDTH_COUNT, ArchSpec, resbuilder_start_spec, res
 from trainers import OptimConfig, evaluate
 from trainers.regularizers import layer_lasso_term, morphnet_term
 
-from ..data import input_size, make_job_datamodule
-from ..multi_trial.job_files import finished_result, write_result
+from ..data import input_size
 from ..multi_trial.job_trial import (
     build_with_weights,
     cost_facts,
     load_job_model,
     load_start_spec,
+    run_job,
     save_job_model,
     test_and_export,
     train,
 )
 from ..reporting import Reporter
-from ..settings import SettingsError, parse_settings
+from ..settings import SettingsError
 from .settings import LayerPruningSettings
-
-logger = logging.getLogger(__name__)
 
 
 def start_spec(settings: LayerPruningSettings) -> ArchSpec:
@@ -65,15 +62,13 @@ def lasso_facts(spec: ArchSpec, state_dict: dict[str, torch.Tensor]) -> dict[str
 
 
 def run_layer_pruning_trial(parameters: dict[str, Any], output_dir: Path, reporter: Reporter) -> dict[str, Any]:
-    out_dir = Path(parameters.get("out_dir") or output_dir)
-    done = finished_result(out_dir)
-    if done is not None:  # re-issued after a resume: report what was computed, train nothing
-        reporter.final(done)
-        return done
-    settings = parse_settings(LayerPruningSettings, parameters.get("settings"), "trial parameters")
+    return run_job(parameters, output_dir, reporter, LayerPruningSettings,
+                   lambda settings, datamodule, out_dir: _job(parameters, settings, datamodule, out_dir, reporter))
+
+
+def _job(parameters: dict[str, Any], settings: LayerPruningSettings, datamodule, out_dir: Path,
+         reporter: Reporter) -> dict[str, Any]:
     kind = parameters.get("kind")
-    torch.manual_seed(settings.seed)
-    datamodule = make_job_datamodule(settings)
     if kind == "final":
         result = _final(parameters, settings, datamodule, out_dir)
     else:
@@ -90,8 +85,6 @@ def run_layer_pruning_trial(parameters: dict[str, Any], output_dir: Path, report
                   **cost_facts(spec, settings), **shape_facts(spec), **facts}
         if kind == "with_reg":
             result["conv_mean_abs"] = lasso_facts(spec, model.state_dict())
-    write_result(out_dir, result)
-    reporter.final(result)
     return result
 
 

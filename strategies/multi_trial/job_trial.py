@@ -7,8 +7,9 @@ functions). Imported by trials only: it loads torch, timm and Lightning.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 from torch import nn
@@ -32,10 +33,37 @@ from trainers import (
 from trainers.atomic import atomic_write_text
 from trainers.system import ExtraLoss
 
-from ..data import DataSettings, export_normalization, input_size
+from ..data import DataSettings, export_normalization, input_size, make_job_datamodule
 from ..reporting import Reporter
-from ..settings import SettingsError
-from .job_files import MODEL_FILE, SPEC_FILE
+from ..settings import SettingsError, parse_settings
+from .job_files import MODEL_FILE, SPEC_FILE, finished_result, write_result
+
+logger = logging.getLogger(__name__)
+Settings = TypeVar("Settings", bound=DataSettings)
+JobBody = Callable[[Settings, ClassificationDataModule, Path], dict[str, Any]]
+
+
+def run_job(parameters: dict[str, Any], output_dir: Path, reporter: Reporter, settings_class: type[Settings],
+            body: JobBody) -> dict[str, Any]:
+    """What every multi-trial job does around its own work.
+
+    A job whose folder holds a result (re-issued after a resume) reports it and trains nothing. Otherwise the
+    search's settings are parsed from the parameters, the seed set, the data module set up, and
+    body(settings, datamodule, job folder) computes the result, which is written last (its presence means the
+    job's files are complete) and reported as the trial's final metric.
+    """
+    out_dir = Path(parameters.get("out_dir") or output_dir)
+    done = finished_result(out_dir)
+    if done is not None:
+        logger.info("%s finished before; reporting its result again", out_dir)
+        reporter.final(done)
+        return done
+    settings = parse_settings(settings_class, parameters.get("settings"), "trial parameters")
+    torch.manual_seed(settings.seed)
+    result = body(settings, make_job_datamodule(settings), out_dir)
+    write_result(out_dir, result)
+    reporter.final(result)
+    return result
 
 
 def load_start_spec(start: str, named: dict[str, Callable[[DatasetInfo], ArchSpec]], data: DataSettings) -> ArchSpec:
@@ -82,6 +110,8 @@ def train(
         seed=data.seed,
         limit_train_batches=data.limit_train_batches,
         limit_val_batches=data.limit_val_batches,
+        precision=data.precision,
+        channels_last=data.channels_last,
     )
 
 

@@ -12,8 +12,9 @@ column per channel. Two criteria from the paper:
 Scores are only ever compared between the same stage of two nets, which has the same width in both: that is
 the comparability the method needs, and both criteria have it (same feature count, same normalisation).
 
-Pure numpy, scipy and scikit-learn, no torch: NNI's dispatcher imports the tuner package and must connect
-within 10 s, and a trial hands its pooled features over as numpy arrays.
+Pure numpy, scipy and scikit-learn, no torch: a trial hands its pooled features over as numpy arrays. scipy and
+scikit-learn are imported when a score is computed: the tuner's settings read CRITERIA from here, and NNI's
+dispatcher must connect within 10 s of its start.
 """
 
 from __future__ import annotations
@@ -23,9 +24,6 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-import scipy.linalg
-import scipy.stats
-from sklearn.cross_decomposition import PLSRegression
 
 Criterion = Literal["pls", "inf_fs"]
 CRITERIA: tuple[str, ...] = typing.get_args(Criterion)
@@ -87,6 +85,8 @@ def vip_scores(features: np.ndarray, targets: np.ndarray, n_components: int = 2)
 
 
 def _vip_of_fit(features: np.ndarray, targets: np.ndarray, n_components: int, n_total_features: int) -> np.ndarray:
+    from sklearn.cross_decomposition import PLSRegression
+
     pls = PLSRegression(n_components=n_components, scale=True).fit(features, targets)
     weights, scores, target_loadings = pls.x_weights_, pls.x_scores_, pls.y_loadings_  # p x H, n x H, q x H
     score_energy = np.sum(scores**2, axis=0)  # t_h' t_h, shape H
@@ -133,6 +133,8 @@ def inf_fs_scores(features: np.ndarray, alpha: float = 0.5) -> np.ndarray:
     Roffo's 2016 MATLAB release puts alpha on the correlation term and uses r = 0.99 / rho(A); with the default
     alpha = 0.5 the two placements agree.
     """
+    import scipy.linalg
+
     features = np.asarray(features, dtype=np.float64)
     _check_matrix(features, "features")
     if len(features) < 2:
@@ -161,6 +163,8 @@ def _spread_term(features: np.ndarray) -> np.ndarray:
 
 def _spearman_correlation(features: np.ndarray) -> np.ndarray:
     """p x p Spearman correlation: Pearson's of the ranks, 0 wherever a constant feature is involved."""
+    import scipy.stats
+
     ranks = scipy.stats.rankdata(features, axis=0)
     centred = ranks - ranks.mean(axis=0)  # exactly 0 for a constant feature: its ranks are all one half-integer
     norms = np.linalg.norm(centred, axis=0)
