@@ -149,21 +149,54 @@ const scheduler = new TaskScheduler();
 """
 
 
-def test_the_preload_lets_a_trial_take_all_gpus_and_makes_refusals_wait(tmp_path):
+def run_under_the_preload(tmp_path: Path, source: str, marker: str):
+    """Run a script on NNI's own Node modules with the preload, as the manager runs; the JSON it printed after
+    `marker`."""
     import nni_node
 
     home = Path(nni_node.__file__).parent
-    script = tmp_path / "schedule.js"
-    script.write_text(SCHEDULER_SCRIPT)
+    script = tmp_path / "script.js"
+    script.write_text(source)
     result = subprocess.run([str(home / "node"), "--require", str(nnictl.GPU_PRELOAD), str(script)], cwd=home,
                             env={**os.environ, "NODE_PATH": str(home)}, capture_output=True, text=True, timeout=60)
-    line = next(line for line in result.stdout.splitlines() if line.startswith("ANSWERS "))
-    answers = {answer["trial"]: answer for answer in json.loads(line.removeprefix("ANSWERS "))}
+    line = next(line for line in result.stdout.splitlines() if line.startswith(marker + " "))
+    return json.loads(line.removeprefix(marker + " "))
+
+
+def test_the_preload_lets_a_trial_take_all_gpus_and_makes_refusals_wait(tmp_path):
+    answers = {answer["trial"]: answer for answer in run_under_the_preload(tmp_path, SCHEDULER_SCRIPT, "ANSWERS")}
     assert answers["a"]["env"] == {"CUDA_VISIBLE_DEVICES": "0"}  # 1 of 1 GPU: NNI 3.0 alone says null
     assert answers["b"]["env"] is None and answers["b"]["ms"] >= 900  # busy: refused after a second, not at once
     assert answers["c"]["env"] is None  # more GPUs than the machine has: still impossible
     assert answers["d"]["env"] is None  # gpuIndices still hold
     assert answers["e"]["env"] == {"CUDA_VISIBLE_DEVICES": "0"}  # released, so free again
+
+
+COLLECTOR_SCRIPT = """
+require('common/globals/unittest').resetGlobals();
+const pythonScript = require('common/pythonScript');
+let runs = 0;
+pythonScript.runPythonModule = async (module, args) => {
+  runs += 1;
+  await new Promise(resolve => setTimeout(resolve, 300));  // a collector taking its time on a busy machine
+  return JSON.stringify({ success: true, gpuNumber: 2, gpus: [], processes: [], forced: Boolean(args) });
+};
+const { collectGpuInfo } = require('common/trial_keeper/task_scheduler/collect_info.js');
+(async () => {
+  const shared = await Promise.all([1, 2, 3, 4, 5].map(() => collectGpuInfo(false)));
+  const sharedRuns = runs;
+  const forced = await Promise.all([collectGpuInfo(true), collectGpuInfo(true)]);
+  console.log('RUNS ' + JSON.stringify({ sharedRuns, forcedRuns: runs - sharedRuns, answers: shared.length,
+                                         forced: forced.map(info => info.forced) }));
+  process.exit(0);
+})();
+"""
+
+
+def test_the_preload_runs_one_gpu_collector_at_a_time(tmp_path):
+    # Five refreshes while one collector runs share it; forced refreshes keep a run each.
+    assert run_under_the_preload(tmp_path, COLLECTOR_SCRIPT, "RUNS") == {"sharedRuns": 1, "forcedRuns": 2, "answers": 5,
+                                                      "forced": [True, True]}
 
 
 # --- the real manager ---------------------------------------------------------------------------------------
@@ -178,3 +211,31 @@ def test_a_one_gpu_trial_runs_on_a_one_gpu_machine(tmp_path, fake_gpus):
     assert trial["status"] == "SUCCEEDED"
     assert trial["final"]["cuda_visible_devices"] == "0"
     assert trial["final"]["default"] == 512.0  # computed, on CUDA if it is really there, else on the CPU
+
+
+def assert_two_at_a_time_on_distinct_gpus(trials: list[dict]) -> None:
+    runs = [(t["final"]["start"], t["final"]["end"], t["final"]["cuda_visible_devices"]) for t in trials]
+    assert {device for _, _, device in runs} == {"0", "1"}
+    for start, _, _ in runs:  # at every trial's start: what runs then is at most two trials on distinct GPUs
+        running = [device for other_start, other_end, device in runs if other_start <= start < other_end]
+        assert len(running) <= 2 and len(set(running)) == len(running), runs
+
+
+@pytest.mark.e2e
+def test_the_table_i_config_on_two_gpus_runs_its_scopes_two_at_a_time(tmp_path, fake_gpus):
+    """proxyless_scopes.yml as shipped (its tuner, five scopes, trialConcurrency 5, one GPU per trial), with the
+    stand-in trial in place of the 300-epoch ResNet-50 searches: more trials asked for at once than there are
+    GPUs, so the scheduler must hold three back, never run more than two, never hand out one GPU twice."""
+    fake_gpus(2)
+    config = yaml.safe_load((REPO / "nni_configs" / "proxyless_scopes.yml").read_text())
+    shutil.copytree(FIXTURE, tmp_path / "trial")
+    config.update(trialCommand="FIXTURE_SLEEP=4 python trial.py", trialCodeDirectory=str(tmp_path / "trial"),
+                  experimentWorkingDirectory=str(tmp_path / "nni-experiments"))
+    config["tuner"]["codeDirectory"] = str(REPO)
+    path = tmp_path / "proxyless_scopes.yml"
+    path.write_text(yaml.safe_dump(config))
+    summary = run_to_the_end(path, timeout=300)
+    trials = summary["trials"]
+    assert all(trial["status"] == "SUCCEEDED" for trial in trials)
+    assert sorted(t["final"]["scope"] for t in trials) == ["f", "l", "m", "none", "s"]
+    assert_two_at_a_time_on_distinct_gpus(trials)

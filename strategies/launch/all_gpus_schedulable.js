@@ -1,4 +1,4 @@
-// Preloaded into NNI's Node manager (NODE_OPTIONS=--require ...) by `resnas create` / `resnas resume`. Two fixes
+// Preloaded into NNI's Node manager (NODE_OPTIONS=--require ...) by `resnas create` / `resnas resume`. Three fixes
 // to NNI 3.0's local task scheduler (nni_node/common/trial_keeper/task_scheduler/scheduler.js, TaskScheduler):
 //
 // 1. `schedule` refuses any trial that asks for all of the machine's GPUs:
@@ -13,11 +13,16 @@
 //    microtasks, never serves a socket again, and neither trials, tuner nor `nnictl stop` get through. This
 //    happens whenever trialConcurrency exceeds the free GPUs. A refusal now answers after a second, as the same
 //    loop already waits when no environment is free.
+// 3. Every `schedule` call refreshes the GPU info (task_scheduler/collect_info.js, collectGpuInfo), which runs a
+//    Python collector whenever its 10 s cache is stale, with no regard for one still running. A collector takes
+//    seconds on a busy machine, so with trials waiting for GPUs (asking again every second) collectors pile up
+//    faster than they end: ~390 of them filled 24 GiB here. Unforced refreshes now share the one in flight.
 'use strict';
 const Module = require('module');
 const path = require('path');
 
 const target = path.join('common', 'trial_keeper', 'task_scheduler', 'scheduler.js');
+const collectorTarget = path.join('common', 'trial_keeper', 'task_scheduler', 'collect_info.js');
 const original = 'if (gpuNumber >= this.gpus.length) {';
 const fixed = 'if (gpuNumber > this.gpus.length) {';
 const retrySeconds = 1;
@@ -34,7 +39,30 @@ function refuseAfterAWhile(TaskScheduler) {
   };
 }
 
+function oneCollectorAtATime(collectGpuInfo) {
+  let inFlight = null;
+  return function collectGpuInfoShared(forceUpdate) {
+    if (forceUpdate) {  // a forced refresh (--detail, at start) keeps its own run
+      return collectGpuInfo(forceUpdate);
+    }
+    if (inFlight === null) {
+      inFlight = collectGpuInfo(forceUpdate).finally(() => { inFlight = null; });
+    }
+    return inFlight;
+  };
+}
+
 Module.prototype._compile = function compileWithAllGpusSchedulable(content, filename) {
+  if (typeof filename === 'string' && filename.endsWith(path.sep + collectorTarget)) {
+    const result = originalCompile.call(this, content, filename);
+    // Replaced before scheduler.js, which requires this module first, takes its own reference to the function.
+    if (typeof this.exports.collectGpuInfo === 'function') {
+      this.exports.collectGpuInfo = oneCollectorAtATime(this.exports.collectGpuInfo);
+    } else {
+      process.emitWarning(`resnas: ${filename} exports no collectGpuInfo; GPU collectors may pile up.`);
+    }
+    return result;
+  }
   if (typeof filename !== 'string' || !filename.endsWith(path.sep + target)) {
     return originalCompile.call(this, content, filename);
   }
