@@ -42,6 +42,7 @@ import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
 from search_spaces import ScopedResNet50, build_model, resnet_spec  # noqa: E402
+from search_spaces.spec import cifar_resnet_spec  # noqa: E402
 from strategies.proxyless import ProxylessSearchConfig  # noqa: E402
 from strategies.proxyless.search import ProxylessSearch  # noqa: E402
 from trainers import OptimConfig, fit, make_datamodule  # noqa: E402
@@ -68,8 +69,7 @@ def networks(device: torch.device, width: float) -> dict[str, Callable[[], torch
     if device.type == "cuda":
         return {
             "resnet50_cifar": lambda: build_model(resnet_spec(50, num_classes=10, stem="cifar")),
-            "resnet56": lambda: build_model(resnet_spec(18, num_classes=10, stem="cifar", width_multiplier=0.25,
-                                                        stage_depths=(9, 9, 9))),
+            "resnet56": lambda: build_model(cifar_resnet_spec((9, 9, 9))),
         }
     return {"resnet20": lambda: build_model(resnet_spec(18, num_classes=10, stem="cifar", width_multiplier=width,
                                                         stage_depths=(3, 3, 3)))}
