@@ -98,8 +98,10 @@ def resume_experiment(
     """
     command = [_nnictl(), "resume", experiment_id]
     if working_dir is not None:  # NNI 3.0 reads it as the folder that holds ID/, whatever its --help says
-        command += ["--experiment_dir", str(Path(working_dir).expanduser())]
-    working_dir = Path(working_dir).expanduser() if working_dir else registered_working_dir(experiment_id)
+        working_dir = Path(working_dir).expanduser()
+        command += ["--experiment_dir", str(working_dir)]
+    else:
+        working_dir = registered_working_dir(experiment_id)
     check_resume_gpus(experiment_id, working_dir / experiment_id)  # raises GpuRequestError before anything starts
     port = free_port(port)
     _start_manager(command + ["--port", str(port)], bind_host)

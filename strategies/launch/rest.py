@@ -38,8 +38,13 @@ class ExperimentHandle:
         return f"http://{host}:{self.port}"
 
     @property
+    def folder(self) -> Path:
+        """The experiment's folder (experimentWorkingDirectory/ID), where NNI keeps logs, trials and checkpoints."""
+        return self.working_dir.expanduser() / self.id
+
+    @property
     def manager_log(self) -> Path:
-        return self.working_dir.expanduser() / self.id / "log" / "nnimanager.log"
+        return self.folder / "log" / "nnimanager.log"
 
 
 # NNI's manager log lines: "[2026-12-01 12:35:44] ERROR (TaskScheduler) Failed to collect GPU info ..."
@@ -81,15 +86,9 @@ def experiment_status(handle: ExperimentHandle) -> str:
     return rest(handle.port, "check-status")["status"]
 
 
-def experiment_dir(handle: ExperimentHandle) -> Path:
-    """The experiment's folder (experimentWorkingDirectory/ID), where NNI keeps logs, trials and checkpoints."""
-    params = (rest(handle.port, "experiment") or {}).get("params") or {}
-    return Path(params.get("experimentWorkingDirectory") or "~/nni-experiments").expanduser() / handle.id
-
-
 def tuner_state(handle: ExperimentHandle) -> dict[str, Any] | None:
     """A resnas multi-trial tuner's state file, or None for tuners without one (ProxylessTuner)."""
-    return load_state(experiment_dir(handle) / "checkpoint" / STATE_FILE)
+    return load_state(handle.folder / "checkpoint" / STATE_FILE)
 
 
 def wait_for_experiment(handle: ExperimentHandle, poll_seconds: float = 3.0, timeout: float | None = None) -> str:

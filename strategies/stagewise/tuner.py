@@ -48,6 +48,16 @@ class StagewiseTuner(MultiTrialTuner):
         super().__init__(parse_stagewise_args(class_args), state_dir)
 
     # ---- the plan --------------------------------------------------------------------------------------------
+    def _current_record(self) -> dict[str, Any] | None:
+        """The iteration whose grown net is the current net; None while the start net is."""
+        return next((record for record in self.state["iterations"]
+                     if record.get("grown_job") == self.state["current"]), None)
+
+    @property
+    def current_depths(self) -> list[int]:
+        record = self._current_record()
+        return list(record["depths"]) if record else list(self.settings.start_depths)
+
     def can_grow(self, depths: list[int]) -> list[bool]:
         limits = self.state["max_depths"] or [None] * len(depths)
         return [limit is None or depth + self.settings.delta <= limit for depth, limit in zip(depths, limits)]
@@ -64,10 +74,9 @@ class StagewiseTuner(MultiTrialTuner):
         return self._candidate(iteration_key(iteration, "temporary"), temporary, iteration, "temporary")
 
     def first_jobs(self) -> list[dict[str, Any]]:
-        start = list(self.settings.start_depths)
         limits = self.settings.max_depths
-        self.state.update(max_depths=list(limits) if limits else None, current=START, current_iteration=0,
-                          depths=start, decided=0, iterations=[], search_over=False, stop_reason=None)
+        self.state.update(max_depths=list(limits) if limits else None, current=START, decided=0, iterations=[],
+                          search_over=False, stop_reason=None)
         if self.settings.train_donor:
             donor_depths = list(self.settings.donor_depths)
             return [{"key": DONOR, "params": {"kind": "candidate", "role": DONOR, "iteration": 0,
@@ -76,7 +85,7 @@ class StagewiseTuner(MultiTrialTuner):
         return self._opening()
 
     def _opening(self) -> list[dict[str, Any]]:
-        start = self.state["depths"]
+        start = list(self.settings.start_depths)
         jobs = [self._candidate(START, start, 0, "start")]
         if any(self.can_grow(start)):
             jobs.append(self._temporary(1, start))
@@ -107,9 +116,8 @@ class StagewiseTuner(MultiTrialTuner):
             if self.state["current"] == START:
                 self.finish("the start net's trial failed; see its log in the dashboard and rerun")
                 return []
-            failed, before = self.state["current"], self.state["iterations"][-1]
-            self.state.update(current=before["current"], current_iteration=before["iteration"] - 1,
-                              depths=before["current_depths"])  # the last net that trained
+            failed = self.state["current"]
+            self.state["current"] = self.state["iterations"][-1]["current"]  # the last net that trained
             self._end_search(f"{failed} failed; ending at the net before it")
             return self._conclude()
         iteration = self.state["decided"] + 1
@@ -118,7 +126,8 @@ class StagewiseTuner(MultiTrialTuner):
         if iteration > self.settings.iterations:
             self._end_search(f"{self.settings.iterations} iterations done")
             return self._conclude()
-        if not any(self.can_grow(self.state["depths"])):
+        current_depths = self.current_depths
+        if not any(self.can_grow(current_depths)):
             self._end_search("no stage can grow past the donor's depth")
             return self._conclude()
         temporary_key = iteration_key(iteration, "temporary")
@@ -129,9 +138,9 @@ class StagewiseTuner(MultiTrialTuner):
             self._end_search(f"{temporary_key} failed; no growth can be decided")
             return self._conclude()
         baseline, scores = current["result"]["stage_scores"], temporary["result"]["stage_scores"]
-        grow = grown_stages(baseline, scores, self.can_grow(self.state["depths"]))
-        depths = [depth + self.settings.delta * grows for depth, grows in zip(self.state["depths"], grow)]
-        record = {"iteration": iteration, "current": self.state["current"], "current_depths": self.state["depths"],
+        grow = grown_stages(baseline, scores, self.can_grow(current_depths))
+        depths = [depth + self.settings.delta * grows for depth, grows in zip(current_depths, grow)]
+        record = {"iteration": iteration, "current": self.state["current"], "current_depths": current_depths,
                   "current_scores": baseline, "temporary_depths": temporary["result"]["depths"],
                   "temporary_scores": scores, "grown": grow, "depths": depths}
         self.state["iterations"].append(record)
@@ -143,7 +152,7 @@ class StagewiseTuner(MultiTrialTuner):
         same_net = depths == temporary["result"]["depths"]
         grown_key = temporary_key if same_net else iteration_key(iteration, "grown")
         record["grown_job"] = grown_key
-        self.state.update(current=grown_key, current_iteration=iteration, depths=depths)
+        self.state["current"] = grown_key
         jobs = [] if same_net else [self._candidate(grown_key, depths, iteration, "grown")]
         if iteration < self.settings.iterations and any(self.can_grow(depths)):
             jobs.append(self._temporary(iteration + 1, depths))
@@ -175,7 +184,7 @@ class StagewiseTuner(MultiTrialTuner):
         if FINAL not in self.jobs:
             current = self.state["current"]
             if current != START and self.extends_every_iteration:  # its extended job trains the extra epochs
-                extended_job = iteration_key(self.state["current_iteration"], "extended")
+                extended_job = iteration_key(self._current_record()["iteration"], "extended")
                 extended = self.jobs.get(extended_job)
                 if extended is None or extended["status"] not in ENDED:
                     return []  # being added (this round) or training
