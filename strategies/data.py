@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
 from trainers.datasets import DATASETS, Augment, Normalize, dataset_entry
-from trainers.speed import PRECISIONS, SWITCHES, Precision, Switch
+from trainers.speed import PRECISIONS, Precision, SpeedError, Switch, check_switch
 
 from .settings import SettingsError, require_choice
 
@@ -45,9 +45,10 @@ class DataSettings:
         require_choice(self.dataset, DATASETS, "dataset", where)
         require_choice(self.precision, PRECISIONS, "precision", where)
         for name in ("channels_last", "data_on_device"):
-            value = getattr(self, name)
-            if value not in SWITCHES or type(value) is int:  # 1 == True in Python
-                raise SettingsError(f"{where}: {name}={value!r} is not valid; use auto, true or false.")
+            try:
+                check_switch(getattr(self, name), name)
+            except SpeedError as error:
+                raise SettingsError(f"{where}: {error}") from None
         if self.num_workers is not None and self.num_workers < 0:
             raise SettingsError(f"{where}: num_workers must be at least 0 (or unset), got {self.num_workers}.")
         if self.data_on_device is True and dataset_entry(self.dataset).read is None:
