@@ -15,7 +15,8 @@ from typing import Any
 _NAMES = {
     "builder": ("ResNasNet", "build_model"),
     "cost": ("CostReport", "LayerCost", "measure_cost"),
-    "export": ("ExportError", "export_to_timm", "load_exported", "plain_timm_resnet"),
+    "errors": ("ExportError",),
+    "export": ("export_to_timm", "load_exported", "plain_timm_resnet"),
     "scopes": ("SCOPES",),
     "spaces": ("DepthResNet", "ScopedResNet50"),
     "spec": ("ArchSpec", "BlockSpec", "HeadSpec", "SpecError", "StageSpec", "StemSpec", "nash_start_spec",

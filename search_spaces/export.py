@@ -27,14 +27,11 @@ from safetensors.torch import save_file
 from torch import nn
 
 from .spec import RESNET_LAYOUTS, STEMS, ArchSpec, SpecError, resnet_spec
+from .errors import ExportError
 from .timm_entry import ENTRY_POINT, IMAGENET_MEAN, IMAGENET_STD
 
 CONFIG_FILE, WEIGHTS_FILE, SPEC_FILE, EXTRA_FILE = "config.json", "model.safetensors", "arch_spec.json", "resnas.json"
 EXPORT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, SPEC_FILE, EXTRA_FILE})
-
-
-class ExportError(ValueError):
-    """Weights that do not fit the spec, or a destination that cannot be written; one sentence naming the fix."""
 
 
 def plain_timm_resnet(spec: ArchSpec) -> tuple[str, dict[str, Any]] | None:

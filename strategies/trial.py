@@ -13,11 +13,27 @@ from pathlib import Path
 from typing import Any
 
 from .methods import METHODS
+from .multi_trial.job_files import clear_job_error, job_lock, write_job_error
+from .payload_guard import refusing_code_payloads
 from .reporting import NniReporter, Reporter
 from .settings import SettingsError
 
 
 def run_trial(parameters: dict[str, Any], output_dir: Path, reporter: Reporter) -> dict[str, Any]:
+    job_dir = parameters.get("out_dir")  # a multi-trial job: its folder tells the tuner how the trial ended
+    if not job_dir:
+        return _run_method(parameters, output_dir, reporter)
+    job_dir = Path(job_dir)
+    with job_lock(job_dir):
+        clear_job_error(job_dir)
+        try:
+            return _run_method(parameters, output_dir, reporter)
+        except Exception as error:
+            write_job_error(job_dir, error)
+            raise
+
+
+def _run_method(parameters: dict[str, Any], output_dir: Path, reporter: Reporter) -> dict[str, Any]:
     method = parameters.get("method")
     if method not in METHODS:
         raise SettingsError(f"trial parameters name method {method!r}; this resnas runs {', '.join(METHODS)}.")
@@ -29,7 +45,8 @@ def main() -> int:
     import nni
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    parameters = nni.get_next_parameter()
+    with refusing_code_payloads():  # parameters can come from the REST API (customized trials)
+        parameters = nni.get_next_parameter()
     if not parameters:
         print("no trial parameters: run this through `resnas create` or `nnictl create`.", file=sys.stderr)
         return 2

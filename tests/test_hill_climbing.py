@@ -14,7 +14,7 @@ from strategies.hill_climbing import HillClimbingTuner, parse_hill_climbing_args
 from strategies.hill_climbing.tuner import random_walk_choice
 from strategies.multi_trial import search_locally
 from strategies.settings import SettingsError
-from tuner_driver import issue_all_with_ids as issue_all
+from tuner_driver import fail, issue_all_with_ids as issue_all
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"dataset": "digits", "start_widths": [4, 8, 8], "n_steps": 2, "n_neighbours": 3, "n_morphisms": 2}
@@ -81,7 +81,7 @@ def report(tuner, issued, accuracies):
     for key, accuracy in accuracies.items():
         parameter_id, params = issued[key]
         if accuracy is None:
-            tuner.trial_end(parameter_id, success=False)
+            fail(tuner, parameter_id, params)
         else:
             tuner.receive_trial_result(parameter_id, params, fake_trial(params, accuracy))
 

@@ -7,7 +7,8 @@ import pytest
 import yaml
 
 from strategies.launch import ConfigError, LaunchError, load_experiment_config
-from strategies.launch.rest import ExperimentHandle, manager_error_line
+from strategies.launch.rest import ExperimentHandle
+from strategies.launch.watchdog import manager_error_line
 from strategies.reporting import decode_metric
 from strategies.launch import (
     create_experiment,

@@ -9,7 +9,7 @@ import yaml
 from strategies.layer_pruning.tuner import LayerPruningTuner, parse_layer_pruning_args, step_edit
 from strategies.multi_trial.state import STATE_FILE
 from strategies.settings import SettingsError
-from tuner_driver import issue_all
+from tuner_driver import fail, issue_all
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = yaml.safe_load((REPO / "nni_configs" / "layer_pruning_quick.yml").read_text())["tuner"]["classArgs"]
@@ -89,7 +89,7 @@ def test_a_failed_with_reg_step_ends_the_pipeline_but_keeps_what_was_found(tmp_p
     tuner.receive_trial_result(0, step0, fake_result(step0))
     issued = issue_all(tuner, 1)
     ids = {key: 1 + index for index, key in enumerate(issued)}
-    tuner.trial_end(ids["step1/with_reg"], success=False)
+    fail(tuner, ids["step1/with_reg"], issued["step1/with_reg"])
     for key in ("step0/no_reg_ri", "step0/no_reg_wi"):
         tuner.receive_trial_result(ids[key], issued[key], fake_result(issued[key]))
     assert list(issue_all(tuner, 10)) == ["final"]

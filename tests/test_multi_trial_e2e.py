@@ -106,10 +106,10 @@ def checkpoint_times(state_path: Path, method: str) -> dict[str, int]:
 
 
 def resume_to_the_end(experiment_id: str, tmp_path: Path, port: int) -> dict:
-    """`resnas resume` on another port, bound to 127.0.0.1, until the search ends; the final state file."""
+    """`resnas resume` on `port`, bound to 127.0.0.1, until the search ends; the final state file."""
     handle = resume_experiment(experiment_id, tmp_path / "nni-experiments", port=port)
     try:
-        assert listening_hosts(handle.port) == {"127.0.0.1"}
+        assert handle.port == port and listening_hosts(handle.port) == {"127.0.0.1"}
         wait_for_experiment(handle, poll_seconds=2, timeout=900)
     finally:
         stop_experiment(handle)
@@ -125,12 +125,13 @@ def test_hill_climbing_survives_a_killed_manager_and_retrains_no_finished_child(
     experiment_id = create_kept(config, 8795)
     experiment_dir = tmp_path / "nni-experiments" / experiment_id
     state_path = experiment_dir / "checkpoint" / STATE_FILE
-    kill_manager_once(experiment_id, state_path, lambda jobs: any(
+    port = kill_manager_once(experiment_id, state_path, lambda jobs: any(
         key.startswith("step1/") and job["status"] == "done" for key, job in jobs.items()))
     finished_before = checkpoint_times(state_path, "hill_climbing")
-    time.sleep(5)  # children orphaned by the kill may still finish; they are neither lost nor retrained
 
-    state = resume_to_the_end(experiment_id, tmp_path, 8796)
+    # On the same port (users resume on the one they used): resume first ends the tuner the kill left behind,
+    # which would take the new manager's tuner channel; children orphaned by the kill finish, and count.
+    state = resume_to_the_end(experiment_id, tmp_path, port)
     assert state["finished"] and state["error"] is None and state["summary"]["export_dir"]
     after = checkpoint_times(state_path, "hill_climbing")
     assert {key: after[key] for key in finished_before} == finished_before
@@ -171,27 +172,3 @@ def test_stagewise_quick_grows_a_stage_on_the_real_manager(tmp_path):
     plotted = resnas("plot", line["experiment"], "--dir", str(tmp_path / "nni-experiments"),
                      "--out", str(tmp_path / "again.png"))
     assert plotted.returncode == 0 and (tmp_path / "again.png").is_file()
-
-
-@pytest.mark.e2e
-def test_stagewise_survives_a_killed_manager_and_retrains_no_finished_job(tmp_path):
-    config = quick_config(tmp_path, "stagewise_quick.yml", iterations=1, epochs=1, extra_epochs=0,
-                          limit_train_batches=8)
-    waiting = subprocess.Popen([sys.executable, "-m", "strategies.cli", "create", "--config", str(config), "--port",
-                                "8798", "--wait"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    experiment_id = waiting.stdout.readline().split()[1]
-    state_path = tmp_path / "nni-experiments" / experiment_id / "checkpoint" / STATE_FILE
-    kill_manager_once(experiment_id, state_path, lambda jobs: jobs.get("start", {}).get("status") == "done")
-    # `create --wait` on a manager that died: one sentence naming its log and the fix, exit code 2, no traceback
-    _, stderr = waiting.communicate(timeout=120)
-    assert waiting.returncode == 2 and "Traceback" not in stderr, stderr[-2000:]
-    assert f"the NNI manager of experiment {experiment_id} stopped answering" in stderr
-    assert f"nni-experiments/{experiment_id}/log/nnimanager.log" in stderr and f"resnas resume {experiment_id}" in stderr
-    finished_before = checkpoint_times(state_path, "stagewise")
-    time.sleep(5)  # a job orphaned by the kill may still finish; it is neither lost nor retrained
-
-    state = resume_to_the_end(experiment_id, tmp_path, 8799)
-    assert state["finished"] and state["error"] is None and state["summary"]["export_dir"]
-    after = checkpoint_times(state_path, "stagewise")
-    assert "start" in finished_before and {key: after[key] for key in finished_before} == finished_before
-    assert state["summary"]["iterations"][0]["job"] == "start" and state["decided"] == 1

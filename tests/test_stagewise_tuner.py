@@ -14,7 +14,7 @@ from strategies.settings import SettingsError
 from strategies.stagewise.donor import EXPORT_SPEC_FILE, EXPORT_WEIGHTS_FILE, donor_spec, transferred_weights
 from strategies.stagewise.settings import parse_stagewise_args
 from strategies.stagewise.tuner import StagewiseTuner, grown_stages
-from tuner_driver import issue_all
+from tuner_driver import fail, issue_all
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -148,7 +148,7 @@ def test_a_failed_grown_net_ends_the_search_at_the_net_before_it(tmp_path):
         tuner.receive_trial_result(index, params, fake_result(params, scores_favouring(0)))
     second = issue_all(tuner, 10)
     ids = {key: 10 + index for index, key in enumerate(second)}
-    tuner.trial_end(ids["iter1/grown"], success=False)
+    fail(tuner, ids["iter1/grown"], second["iter1/grown"])
     tuner.receive_trial_result(ids["iter2/temporary"], second["iter2/temporary"],
                                fake_result(second["iter2/temporary"], scores_favouring(0)))
     final = issue_all(tuner, 20)

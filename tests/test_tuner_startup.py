@@ -26,3 +26,13 @@ def test_the_tuner_starts_without_heavy_imports(config, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_resnas_command_starts_without_heavy_imports():
+    """Every `resnas` command (validate, create, resume, status, stop) pays its imports on each call: the error
+    types it catches live in torch-free modules (search_spaces.errors, trainers.errors)."""
+    code = ("import json, sys; from strategies.cli.main import main; "
+            "code = main(['validate', 'nni_configs/quickstart.yml', '--no-gpu-check']); "
+            "print(json.dumps([code, sorted(m for m in ('torch', 'timm', 'pytorch_lightning') if m in sys.modules)]))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == [0, []], result.stderr[-2000:]

@@ -1,6 +1,10 @@
 """Driving a multi-trial tuner by hand in unit tests: take every job it can issue now."""
 
+from pathlib import Path
+
 import nni
+
+from strategies.multi_trial.job_files import write_job_error
 
 
 def issue_all_with_ids(tuner, first_id: int = 0) -> dict[str, tuple[int, dict]]:
@@ -18,3 +22,9 @@ def issue_all_with_ids(tuner, first_id: int = 0) -> dict[str, tuple[int, dict]]:
 def issue_all(tuner, first_id: int = 0) -> dict[str, dict]:
     """Every job the tuner can issue now, as {key: params}."""
     return {key: params for key, (_, params) in issue_all_with_ids(tuner, first_id).items()}
+
+
+def fail(tuner, parameter_id: int, params: dict, error: Exception = RuntimeError("made-up failure")) -> None:
+    """A trial that raised: strategies.trial writes the exception line to the job folder, then NNI says FAILED."""
+    write_job_error(Path(params["out_dir"]), error)
+    tuner.trial_end(parameter_id, success=False)

@@ -10,10 +10,11 @@ import importlib
 from typing import Any
 
 _NAMES = {
-    "checkpoint": ("CheckpointError", "load_checkpoint", "read_checkpoint", "save_checkpoint", "write_checkpoint"),
+    "checkpoint": ("load_checkpoint", "read_checkpoint", "save_checkpoint", "write_checkpoint"),
     "datamodule": ("ClassificationDataModule", "build_transform", "make_datamodule"),
     "datasets": ("AUGMENTS", "Augment", "DATASETS", "DataError", "DatasetInfo", "NORMALIZATIONS", "Normalize",
                  "dataset_info", "normalization"),
+    "errors": ("CheckpointError",),
     "device": ("lightning_accelerator", "training_device"),
     "device_data": ("DeviceBatches",),
     "speed": ("PRECISIONS", "Precision", "SpeedError", "resolve_precision"),

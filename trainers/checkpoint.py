@@ -20,14 +20,11 @@ from torch import nn
 from search_spaces.spec import ArchSpec
 
 from .atomic import atomic_write_bytes
+from .errors import CheckpointError
 
 FORMAT = "resnas-checkpoint"
 VERSION = 1
 MODEL = "model"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read; the message names the file and the fix."""
 
 
 def write_checkpoint(path: Path, kind: str, entries: dict[str, Any]) -> None:

@@ -3,7 +3,10 @@
 NNI's own `ExperimentConfig` checks the NNI part; a resnas tuner's `classArgs` go through its method's parser
 (strategies.methods), so a typo in a method setting fails here, in one sentence, instead of in the
 dispatcher after launch. A local experiment whose trials ask for more GPUs than NNI can see here is refused too
-(check_gpus): NNI's manager would die at start (no GPU) or never start a trial.
+(check_gpus): NNI's manager would die at start (no GPU) or never start a trial. So is a trial command that names
+no module or file that exists, a count NNI would refuse with a bare assert (an empty message), and, for the local
+training service, a dataset whose files are not where the trials will read them (check_data): each of those
+would otherwise pass here and fail every trial, or fail with no reason given.
 """
 
 from __future__ import annotations
@@ -16,11 +19,15 @@ import re
 import sqlite3
 import subprocess
 import sys
+import traceback
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from .data_files import data_files_problem
+from .trial_command import trial_command_problem
 
 
 class ConfigError(ValueError):
@@ -29,6 +36,10 @@ class ConfigError(ValueError):
 
 class GpuRequestError(ConfigError):
     """The config is sound, but its trials ask for more GPUs than NNI sees on this machine."""
+
+
+class DataFilesError(ConfigError):
+    """The config is sound, but the dataset files its trials read are not on this machine."""
 
 
 def _camel(name: str) -> str:
@@ -69,9 +80,9 @@ FIX_RESUMED = "resume it where enough GPUs are (a resumed experiment keeps the c
 
 def _gpu_sentence(path: Path | str, config: dict[str, Any], fix: str = FIX_CONFIG) -> str | None:
     """None when the local training service can give each trial its GPUs here, else the one-sentence refusal."""
-    service = config.get("trainingService") or {"platform": "local"}
-    if not isinstance(service, dict) or service.get("platform", "local") != "local":
+    if not _is_local(config):
         return None
+    service = config.get("trainingService") or {}
     wanted = service.get("trialGpuNumber", config.get("trialGpuNumber")) or 0
     if wanted <= 0:
         return None
@@ -114,11 +125,55 @@ def check_resume_gpus(experiment_id: str, experiment_dir: Path) -> None:
         raise GpuRequestError(sentence)
 
 
-def load_experiment_config(path: str | Path, check_gpus: bool = False) -> dict[str, Any]:
+def _error_sentence(path: Path, error: Exception) -> str:
+    """"PATH: message" for an exception from NNI or a settings parser; never "PATH:" and nothing after it."""
+    message = " ".join(str(error).split())
+    if message:
+        return f"{path}: {message}"
+    # NNI checks several values with bare asserts (experiment_config.py: `assert self.trial_concurrency > 0`):
+    # the failing line names the key
+    frames = traceback.extract_tb(error.__traceback__)
+    line = (frames[-1].line or "") if frames else ""
+    key = re.search(r"self\.(\w+)", line)
+    what = _camel(key.group(1)) if key else "the config"
+    shown = f" in `{line}`" if line else ""
+    return f"{path}: NNI refused {what} ({type(error).__name__}{shown}); fix that value."
+
+
+# The counts NNI 3.0 checks with bare asserts or not at all: the least each may be, and what to set it to.
+_COUNTS: dict[str, tuple[int, str]] = {
+    "trialConcurrency": (1, "set it to how many trials may run at the same time"),
+    "maxTrialNumber": (1, "set it to the most trials the experiment may run"),
+    "trialGpuNumber": (0, "set it to the GPUs each trial needs, 0 to train on the CPU"),
+    "maxTrialNumberPerGpu": (1, "set it to how many trials may share one GPU"),
+}
+
+
+def _check_counts(path: Path, raw: dict[str, Any]) -> None:
+    services = raw.get("trainingService")
+    sections = [("", raw)] + [("trainingService.", service) for service in
+                              (services if isinstance(services, list) else [services]) if isinstance(service, dict)]
+    for prefix, section in sections:
+        for key, (least, fix) in _COUNTS.items():
+            value = section.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value < least:  # other types: NNI's
+                raise ConfigError(f"{path}: {prefix}{key} must be at least {least}, got {value}; {fix}.")
+
+
+def _is_local(config: dict[str, Any]) -> bool:
+    service = config.get("trainingService") or {"platform": "local"}
+    return isinstance(service, dict) and service.get("platform", "local") == "local"
+
+
+def load_experiment_config(
+    path: str | Path, check_gpus: bool = False, check_data: bool | None = None
+) -> dict[str, Any]:
     """Read and validate an nnictl YAML; returns the canonical config dict NNI would launch.
 
     check_gpus: also refuse a local experiment whose trials ask for more GPUs than NNI sees on this machine
     (`resnas create` and `resnas validate` do); off, a config meant for another machine can be checked anywhere.
+    check_data: also refuse a local resnas experiment whose dataset files are missing (DataFilesError); None
+    follows check_gpus, as both ask whether this machine can run the config (`resnas create` passes check_gpus).
     """
     from nni.experiment.config import ExperimentConfig
 
@@ -135,27 +190,36 @@ def load_experiment_config(path: str | Path, check_gpus: bool = False) -> dict[s
     for key in raw:
         if key not in valid:
             raise ConfigError(_unknown_key_sentence(path, key))
+    _check_counts(path, raw)
     try:
         config = ExperimentConfig.load(str(path))
         config.validate()
     except Exception as error:  # noqa: BLE001 - NNI raises several types; the user needs one sentence
-        message = " ".join(str(error).split())
-        unknown = re.search(r"unexpected keyword argument '(\w+)'", message)
+        unknown = re.search(r"unexpected keyword argument '(\w+)'", str(error))
         if unknown:
             raise ConfigError(_unknown_key_sentence(path, unknown.group(1))) from None
-        raise ConfigError(f"{path}: {message}") from None
+        raise ConfigError(_error_sentence(path, error)) from None
     canonical = config.json()
     tuner = canonical.get("tuner") or {}
     from ..methods import method_of_tuner
 
     method = method_of_tuner(tuner.get("className", ""))
+    settings = None
     if method is not None:
         try:
-            method.parse_class_args(tuner.get("classArgs") or {}, "tuner.classArgs")
+            settings = method.parse_class_args(tuner.get("classArgs") or {}, "tuner.classArgs")
         except ValueError as error:
-            raise ConfigError(f"{path}: {error}") from None
+            raise ConfigError(_error_sentence(path, error)) from None
+    local = _is_local(canonical)
+    problem = trial_command_problem(path, canonical, tuner.get("className") if method else None, local)
+    if problem:
+        raise ConfigError(problem)
     if check_gpus:
         sentence = _gpu_sentence(path, canonical)
         if sentence is not None:
             raise GpuRequestError(sentence)
+    if (check_gpus if check_data is None else check_data) and local and settings is not None:
+        problem = data_files_problem(path, settings, Path(canonical.get("trialCodeDirectory") or path.parent))
+        if problem:
+            raise DataFilesError(problem)
     return canonical

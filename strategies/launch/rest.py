@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 import urllib.error
 import urllib.request
@@ -13,6 +12,7 @@ from typing import Any
 
 from ..multi_trial.state import STATE_FILE, load_state
 from ..reporting import decode_metric
+from .watchdog import TunerWatch, failure_sentence, manager_error_line
 
 FINAL_TRIAL_STATES = {"SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "EARLY_STOPPED"}
 FINAL_EXPERIMENT_STATES = {"DONE", "STOPPED", "ERROR"}
@@ -24,6 +24,10 @@ class LaunchError(RuntimeError):
     """The experiment could not be started or followed; one sentence naming the fix."""
 
 
+class ExperimentFailed(LaunchError):
+    """The experiment cannot go on (its manager is in ERROR, its tuner died); `--wait` ends with exit code 1."""
+
+
 @dataclass
 class ExperimentHandle:
     id: str
@@ -31,11 +35,18 @@ class ExperimentHandle:
     bind_host: str
     config_path: Path
     working_dir: Path = DEFAULT_WORKING_DIR  # the folder holding ID/ (experimentWorkingDirectory)
+    token: str | None = None  # what the dashboard and REST API ask for (access_guard.js); None with --no-token
 
     @property
     def url(self) -> str:
+        """The plain dashboard URL, safe to log: it carries no token."""
         host = "127.0.0.1" if self.bind_host in ("127.0.0.1", "0.0.0.0", "") else self.bind_host
         return f"http://{host}:{self.port}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """The URL to open once: the guard moves its token into a cookie and drops it from the address bar."""
+        return f"{self.url}/?token={self.token}" if self.token else self.url
 
     @property
     def folder(self) -> Path:
@@ -47,24 +58,6 @@ class ExperimentHandle:
         return self.folder / "log" / "nnimanager.log"
 
 
-# NNI's manager log lines: "[2026-12-01 12:35:44] ERROR (TaskScheduler) Failed to collect GPU info ..."
-_LOG_ERROR = re.compile(r"^\[[^\]]*\]\s+ERROR\s+(?:\((?P<source>[^)]*)\)\s*)?(?P<message>.*)$")
-
-
-def manager_error_line(log_file: Path) -> str | None:
-    """The last ERROR line of the manager's log, as "Source: message" (what it died of), or None."""
-    try:
-        lines = log_file.read_text(errors="replace").splitlines()
-    except OSError:
-        return None
-    for line in reversed(lines):
-        match = _LOG_ERROR.match(line.strip())
-        if match and match["message"].strip():
-            source = f"{match['source']}: " if match["source"] else ""
-            return f"{source}{match['message'].strip()}"
-    return None
-
-
 def manager_gone_error(handle: ExperimentHandle) -> LaunchError:
     """One sentence for a manager that stopped answering: its log's last error line, and where the log is."""
     line = manager_error_line(handle.manager_log)
@@ -73,17 +66,19 @@ def manager_gone_error(handle: ExperimentHandle) -> LaunchError:
                        f"{handle.manager_log}, fix the cause and run `resnas resume {handle.id}`.")
 
 
-def rest(port: int, route: str, timeout: float = 10.0) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/nni/{route}", timeout=timeout) as response:
+def rest(port: int, route: str, token: str | None = None, timeout: float = 10.0) -> Any:
+    headers = {"Authorization": f"token {token}"} if token else {}
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/api/v1/nni/{route}", headers=headers)
+    with urllib.request.urlopen(request, timeout=timeout) as response:
         return json.loads(response.read().decode() or "null")
 
 
 def trial_jobs(handle: ExperimentHandle) -> list[dict]:
-    return rest(handle.port, "trial-jobs") or []
+    return rest(handle.port, "trial-jobs", token=handle.token) or []
 
 
 def experiment_status(handle: ExperimentHandle) -> str:
-    return rest(handle.port, "check-status")["status"]
+    return rest(handle.port, "check-status", token=handle.token)["status"]
 
 
 def tuner_state(handle: ExperimentHandle) -> dict[str, Any] | None:
@@ -96,12 +91,14 @@ def wait_for_experiment(handle: ExperimentHandle, poll_seconds: float = 3.0, tim
 
     A multi-trial tuner says "no more trials" whenever it waits for a step's trials, so between two steps
     every trial has ended for a moment; for those tuners the search is over only when their state says so.
+    A manager in ERROR or a tuner process that died raises ExperimentFailed (watchdog) instead of waiting on.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
+    watch = TunerWatch(handle.id, handle.folder)
     failures = 0
     while True:
         try:
-            status = experiment_status(handle)
+            check = rest(handle.port, "check-status", token=handle.token)
             trials = trial_jobs(handle)
             failures = 0
         except (urllib.error.URLError, OSError):  # refused, reset or timed out
@@ -110,13 +107,17 @@ def wait_for_experiment(handle: ExperimentHandle, poll_seconds: float = 3.0, tim
                 raise manager_gone_error(handle) from None
             time.sleep(poll_seconds)
             continue
+        status = check["status"]
         all_ended = trials and all(trial["status"] in FINAL_TRIAL_STATES for trial in trials)
-        if status in FINAL_EXPERIMENT_STATES:
+        if status in FINAL_EXPERIMENT_STATES - {"ERROR"}:
             return status
         if "NO_MORE_TRIAL" in status and all_ended:
             state = tuner_state(handle)
             if state is None or state.get("finished"):
                 return status
+        failure = failure_sentence(handle.id, handle.folder, status, check.get("errors") or [], watch.tuner_died())
+        if failure is not None:
+            raise ExperimentFailed(failure)
         if deadline is not None and time.monotonic() > deadline:
             raise LaunchError(f"experiment {handle.id} still {status} after {timeout:.0f} s; see {handle.url}.")
         time.sleep(poll_seconds)
@@ -133,6 +134,9 @@ def _score(metric: Any) -> float | None:
 
 
 def experiment_summary(handle: ExperimentHandle, status: str | None = None) -> dict[str, Any]:
+    """The search's result as JSON; each failed trial carries "error", its stderr's last error line."""
+    from .trial_errors import trial_error
+
     trials = []
     for trial in trial_jobs(handle):
         trials.append(
@@ -143,6 +147,8 @@ def experiment_summary(handle: ExperimentHandle, status: str | None = None) -> d
                 "parameters": decode_metric((trial.get("hyperParameters") or [None])[-1]),
             }
         )
+        if trials[-1]["status"] == "FAILED":
+            trials[-1]["error"] = trial_error(handle.folder, str(trials[-1]["id"]))
     scored = [t for t in trials if t["status"] == "SUCCEEDED" and _score(t["final"]) is not None]
     best = max(scored, key=lambda t: _score(t["final"]))["final"] if scored else None
     state = tuner_state(handle)

@@ -24,13 +24,25 @@ def experiment_checkpoint_dir() -> Path:
     return Path(folder) if folder else Path("runs") / "tuner"
 
 
+class StateError(ValueError):
+    """A state file that cannot be read; one sentence naming the fix. The file is left as it is."""
+
+
 def load_state(path: Path) -> dict[str, Any] | None:
-    """The saved state, or None when there is none; a corrupt file is reported and treated as none."""
+    """The saved state, or None when there is none.
+
+    A corrupt file raises StateError instead of counting as none: starting over would overwrite the record of
+    every finished job (hours of training) with an empty search.
+    """
     if not path.is_file():
         return None
     try:
         state = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        logger.error("tuner state %s is unreadable (%s); starting the search over", path, error)
-        return None
-    return state if isinstance(state, dict) and "jobs" in state else None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        reason = " ".join(str(error).split())
+        raise StateError(f"the search's state file {path} is unreadable ({reason}); restore it, or move it away to "
+                         "start the search over (the job folders beside it are kept and finished jobs report "
+                         "their results again)") from None
+    if not isinstance(state, dict) or "jobs" not in state:
+        raise StateError(f"{path} is not a resnas search state (no 'jobs'); move it away to start the search over")
+    return state

@@ -28,18 +28,22 @@ from nni.tuner import Tuner
 from trainers.atomic import atomic_write_text
 
 from ..data import settings_match
+from ..payload_guard import guard_dispatcher_payloads
 from ..plotting import Figure
 from ..reporting import decode_metric
-from .job_files import MODEL_FILE
+from .job_files import MODEL_FILE, job_error
 from .state import DONE, ENDED, FAILED, ISSUED, PENDING, STATE_FILE, experiment_checkpoint_dir, load_state
 
 logger = logging.getLogger(__name__)
+KILLED_TRIAL_RESTARTS = 1  # a job whose trial was killed (no error of its own) is issued once more
+
 
 class MultiTrialTuner(Tuner):
     method: str = ""  # trial parameters carry it; strategies.trial picks the runner by it (methods.METHODS)
     figure: Figure | None = None  # drawn beside the job folders after every step; `resnas plot` redraws it
 
     def __init__(self, settings: Any, state_dir: str | Path | None = None):
+        guard_dispatcher_payloads()  # before the dispatcher reads its first message from the manager
         self.settings = settings
         self.state_dir = Path(state_dir) if state_dir else experiment_checkpoint_dir()
         self.work_dir = self.state_dir / self.method  # job folders: checkpoints, specs, result files
@@ -211,8 +215,20 @@ class MultiTrialTuner(Tuner):
         key = self._issued_ids.get(parameter_id)
         if key is None or success or self.jobs[key]["status"] in ENDED:
             return
-        logger.warning("%s: trial for %s failed; skipping it", self.method, key)
-        self.jobs[key]["status"] = FAILED
+        job = self.jobs[key]
+        error = job_error(self.job_dir(key))
+        if error is None and job.get("restarts", 0) < KILLED_TRIAL_RESTARTS:
+            # No exception of its own: the trial was killed (signal, out-of-memory killer, a cancel); NNI calls
+            # that USER_CANCELED. Worth one more try, unlike an error that would only repeat.
+            job["restarts"] = job.get("restarts", 0) + 1
+            job["status"] = PENDING
+            logger.warning("%s: the trial for %s was killed without an error of its own; issuing it once more",
+                           self.method, key)
+        else:
+            job["status"] = FAILED
+            job["error"] = error or (f"its trial was killed {job.get('restarts', 0) + 1} times without an error of "
+                                     "its own (a signal or the out-of-memory killer?)")
+            logger.warning("%s: %s failed (%s); skipping it", self.method, key, job["error"])
         self._after_event()
 
     def _record(self, parameters: Any, value: Any) -> None:

@@ -15,6 +15,7 @@ from nni.tuner import Tuner
 
 from search_spaces.scopes import BASELINE_SCOPE
 
+from ..payload_guard import guard_dispatcher_payloads
 from .settings import parse_tuner_args
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ class ProxylessTuner(Tuner):
     method = "proxyless"  # trial parameters carry it; strategies.trial picks the runner by it (methods.METHODS)
 
     def __init__(self, **class_args: Any):
+        guard_dispatcher_payloads()  # before the dispatcher reads its first message from the manager
         self.pending = parse_tuner_args(class_args)
         self.issued: dict[int, str] = {}
 

@@ -1,0 +1,5 @@
+"""Errors a user can cause in this package that callers catch without importing torch or timm (the `resnas` CLI)."""
+
+
+class ExportError(ValueError):
+    """Weights that do not fit the spec, or a destination that cannot be written; one sentence naming the fix."""
