@@ -229,6 +229,10 @@ def test_the_table_i_config_on_two_gpus_runs_its_scopes_two_at_a_time(tmp_path, 
     fake_gpus(2)
     config = yaml.safe_load((REPO / "nni_configs" / "proxyless_scopes.yml").read_text())
     shutil.copytree(FIXTURE, tmp_path / "trial")
+    cifar = tmp_path / "trial" / "data" / "cifar-10-batches-py"  # the files resnas create checks for; never read
+    cifar.mkdir(parents=True)
+    for name in [f"data_batch_{index}" for index in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (cifar / name).touch()
     config.update(trialCommand="FIXTURE_SLEEP=4 python trial.py", trialCodeDirectory=str(tmp_path / "trial"),
                   experimentWorkingDirectory=str(tmp_path / "nni-experiments"))
     config["tuner"]["codeDirectory"] = str(REPO)

@@ -70,11 +70,12 @@ def _module_problem(name: str, code_dir: Path) -> str | None:
 
 def trial_command_problem(path: Path, config: dict[str, Any], tuner_class: str | None, local: bool) -> str | None:
     """Why the config's trial command would not run its trials (one sentence), or None when it would: it must run
-    something that exists, and for a resnas tuner the resnas trial."""
+    something that exists, and a module it runs for a resnas tuner must be the resnas trial (a script may be the
+    user's own wrapper around it, or a test's stand-in trial)."""
     command = config.get("trialCommand") or ""
     code_dir = Path(config.get("trialCodeDirectory") or path.parent)
     target = _python_target(command)
-    if tuner_class is not None:
+    if tuner_class is not None and (target is None or target[0] == "module"):
         runs_entry_point = target == ("module", ENTRY_POINT) or (
             target is None and re.search(rf"-m\s+{re.escape(ENTRY_POINT)}(\s|$)", command))
         if not runs_entry_point:
