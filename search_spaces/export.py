@@ -5,7 +5,9 @@
                             first_conv, classifier, crop_pct, interpolation, ...)
     DIR/model.safetensors   the state dict (never a pickle)
     DIR/arch_spec.json      the ArchSpec, so the folder rebuilds without the code that produced it
-    DIR/resnas.json         `extra` (metrics, provenance), only when given
+    DIR/resnas.json         `extra` (metrics), `provenance` (code and library versions, settings digest, seed)
+                            and `card` (the ModelCard facts), see model_card.py
+    DIR/README.md           a Hugging Face Hub model card (library_name: timm), see model_card.py
 
 A plain ResNet (what timm's own ResNet builds) is exported under timm's name with `layers=[...]`, so bare
 timm loads it in a process that never imported resnas. Anything else (mixed kernels or activations, CIFAR
@@ -26,12 +28,15 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from .spec import RESNET_LAYOUTS, STEMS, ArchSpec, SpecError, resnet_spec
+from .cost import measure_cost
 from .errors import ExportError
+from .model_card import ModelCard, provenance, render_card
+from .spec import RESNET_LAYOUTS, STEMS, ArchSpec, SpecError, resnet_spec
 from .timm_entry import ENTRY_POINT, IMAGENET_MEAN, IMAGENET_STD
 
 CONFIG_FILE, WEIGHTS_FILE, SPEC_FILE, EXTRA_FILE = "config.json", "model.safetensors", "arch_spec.json", "resnas.json"
-EXPORT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, SPEC_FILE, EXTRA_FILE})
+CARD_FILE = "README.md"
+EXPORT_FILES = frozenset({CONFIG_FILE, WEIGHTS_FILE, SPEC_FILE, EXTRA_FILE, CARD_FILE})
 
 
 def plain_timm_resnet(spec: ArchSpec) -> tuple[str, dict[str, Any]] | None:
@@ -76,12 +81,14 @@ def export_to_timm(
     std: tuple[float, ...] | None = None,
     input_size: tuple[int, int, int] | None = None,
     extra: dict[str, Any] | None = None,
+    card: ModelCard | None = None,
 ) -> Path:
     """Write the timm folder for `model` (built from `spec`); returns its path.
 
-    mean/std default to ImageNet's for 3 channels (0.5 otherwise); input_size to (C, 224, 224). The folder
-    appears complete or not at all: it is written beside `out_dir` and renamed into place, replacing an
-    earlier export there (never a folder holding anything else).
+    mean/std default to ImageNet's for 3 channels (0.5 otherwise); input_size to (C, 224, 224). `card` holds
+    what the weights cannot tell (accuracy, data, method, seed, class names) for README.md, resnas.json and
+    pretrained_cfg's label_names. The folder appears complete or not at all: it is written beside `out_dir`
+    and renamed into place, replacing an earlier export there (never a folder holding anything else).
     """
     out_dir = Path(out_dir).expanduser().resolve()  # absolute: `local-dir:` paths are read relative to the cwd
     if isinstance(getattr(model, "arch_spec", None), ArchSpec) and model.arch_spec != spec:
@@ -89,8 +96,17 @@ def export_to_timm(
     architecture, model_args = timm_architecture(spec)
     state_dict = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
     check_weights(_expected_state(architecture, model_args, spec), state_dict)
+    card = card or ModelCard()
     config = _timm_config(spec, architecture, model_args, *_data_config(spec, mean, std, input_size))
+    if card.label_names is not None:
+        if len(card.label_names) != spec.head.num_classes:
+            raise ExportError(f"{len(card.label_names)} label names for {spec.head.num_classes} classes; give one "
+                              f"name per class, in class-index order.")
+        config["pretrained_cfg"]["label_names"] = [str(name) for name in card.label_names]
     _check_replaceable(out_dir)
+    cost = measure_cost(spec, input_size=tuple(config["pretrained_cfg"]["input_size"]))
+    origin = provenance(card)
+    record = {**(extra or {}), "provenance": origin, "card": card.to_dict()}
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
@@ -98,8 +114,8 @@ def export_to_timm(
         save_file(state_dict, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         (staging / SPEC_FILE).write_text(spec.to_json() + "\n")
-        if extra:
-            (staging / EXTRA_FILE).write_text(json.dumps(extra, indent=2, sort_keys=True, default=str) + "\n")
+        (staging / EXTRA_FILE).write_text(json.dumps(record, indent=2, sort_keys=True, default=str) + "\n")
+        (staging / CARD_FILE).write_text(render_card(out_dir, spec, config, card, cost.params, cost.macs, origin))
         _swap_into_place(staging, out_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -259,6 +275,7 @@ def _swap_into_place(staging: Path, out_dir: Path) -> None:
 __all__ = [
     "ENTRY_POINT",
     "ExportError",
+    "ModelCard",
     "check_weights",
     "expected_weights",
     "export_to_timm",

@@ -10,6 +10,8 @@ import dataclasses
 import difflib
 import types
 import typing
+from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -90,3 +92,23 @@ def require_choice(value: str, valid: typing.Iterable[str], what: str, where: st
         raise SettingsError(
             f"{where}: unknown {what} {value!r}{_closest(value, valid)}; use one of {', '.join(valid)}."
         )
+
+
+@dataclass(frozen=True)
+class ArtifactSettings:
+    """The multi-trial methods' one shared setting, listed first among their bases so its check runs before
+    DataSettings' (`class HillClimbingSettings(ArtifactSettings, DataSettings)`)."""
+
+    # Where the tuner keeps job folders and its state file, one subfolder per experiment id: a folder mounted at
+    # the same path on the manager's machine and every worker (NNI's remote training service shares none).
+    # None: the experiment's checkpoint folder on the manager's machine, which only local trials can see.
+    artifact_dir: str | None = None
+
+    def check(self, where: str) -> None:
+        inherited = getattr(super(), "check", None)  # the next base in the method's settings: DataSettings
+        if inherited is not None:
+            inherited(where)
+        if self.artifact_dir is not None and not PurePosixPath(self.artifact_dir).is_absolute():
+            raise SettingsError(f"{where}: artifact_dir {self.artifact_dir!r} is relative, so the manager and each "
+                                f"worker would read it from another folder; give the absolute path of the shared "
+                                f"mount.")

@@ -13,13 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from .methods import METHODS
-from .multi_trial.job_files import clear_job_error, job_lock, write_job_error
+from .multi_trial.job_files import clear_job_error, job_lock, resolve_job_paths, write_job_error
 from .payload_guard import refusing_code_payloads
 from .reporting import NniReporter, Reporter
 from .settings import SettingsError
 
 
 def run_trial(parameters: dict[str, Any], output_dir: Path, reporter: Reporter) -> dict[str, Any]:
+    # Job files as this machine sees the artifact directory (a remote worker may mount it elsewhere); before the
+    # lock, which lives in the job's folder: a worker that cannot see it fails here, in one sentence.
+    parameters = resolve_job_paths(parameters)
     job_dir = parameters.get("out_dir")  # a multi-trial job: its folder tells the tuner how the trial ended
     if not job_dir:
         return _run_method(parameters, output_dir, reporter)

@@ -1,5 +1,7 @@
 """Fixtures shared by several test files."""
 
+import functools
+
 import pytest
 import torch
 
@@ -13,3 +15,13 @@ def one_thread_and_seeded():
     torch.manual_seed(0)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def nni_home(tmp_path, monkeypatch):
+    """Keep NNI's experiment manifest and logs out of ~/nni-experiments."""
+    import nni.nas.experiment.experiment as nas_experiment
+    from nni.tools.nnictl.config_utils import Experiments
+
+    monkeypatch.setattr(nas_experiment, "Experiments", functools.partial(Experiments, home_dir=str(tmp_path)))
+    return tmp_path

@@ -2,6 +2,7 @@
 mistake ends in exit code 2 and one line naming the fix, never a traceback."""
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -164,3 +165,112 @@ def test_the_module_entry_point_prints_no_traceback(files):
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.strip().count("\n") == 0 and "Traceback" not in result.stderr
     assert "nope.ckpt does not exist" in result.stderr
+
+
+def test_dataset_fills_the_card_and_the_class_names(files, capsys):
+    tmp_path, spec, _ = files
+    out = tmp_path / "export"
+    assert export("--weights", tmp_path / "model.ckpt", "--dataset", "cifar10", "--out", out) == 0
+    names = json.loads((out / "config.json").read_text())["pretrained_cfg"]["label_names"]
+    assert names[:2] == ["airplane", "automobile"] and len(names) == 10
+    readme = (out / "README.md").read_text()
+    assert "**Dataset:** cifar10" in readme and f"Weights: {tmp_path / 'model.ckpt'}." in readme
+    assert export("--spec", tmp_path / "arch.json", "--dataset", "imagenet", "--out", out) == 2
+    assert "unknown dataset 'imagenet'" in one_line_error(capsys)
+
+
+# ---- export --top: one of a ProxylessNAS trial's top-k architectures ------------------------------------------
+@pytest.fixture(scope="module")
+def trial(tmp_path_factory):
+    """One tiny scope-s trial (digits, 129 px, ResNet-50 / 16, one short epoch) keeping its top 3."""
+    from strategies.reporting import PrintReporter
+    from strategies.trial import run_trial
+    from test_proxyless_trial import SCOPE_CONFIGS, smoke_parameters
+
+    folder = tmp_path_factory.mktemp("proxyless")
+    result = run_trial(smoke_parameters(SCOPE_CONFIGS[0], top_k=3), folder, PrintReporter())
+    return folder, json.loads((folder / "top_architectures.json").read_text()), result
+
+
+def supernet_on_path(folder, sample):
+    """The trial's supernet with every gate pinned to `sample`'s candidate, in eval mode."""
+    from search_spaces.spaces import ScopedResNet50
+    from strategies.proxyless.binary_gates import install_binary_gates
+
+    space = ScopedResNet50("s", num_classes=10, width_multiplier=1 / 16, in_channels=1)
+    bank = install_binary_gates(space)
+    space.load_state_dict(torch.load(folder / "supernet.ckpt", weights_only=True)["model"])
+    bank.resample("weight", pinned={label: bank.candidate_values[label].index(sample[label]) for label in bank.labels})
+    return space.eval()
+
+
+def test_export_rank_2_holds_the_supernets_weights_for_that_path(trial, tmp_path, capsys):
+    from search_spaces import ArchSpec
+
+    folder, top, _ = trial
+    out = tmp_path / "rank2"
+    assert export("--top", folder, "--rank", 2, "--out", out) == 0
+    assert "import search_spaces.timm_entry" in capsys.readouterr().out
+    spec, loaded = load_exported(out)
+    second = top["architectures"][1]
+    assert spec == ArchSpec.from_dict(second["arch_spec"])
+    assert spec != ArchSpec.from_dict(top["architectures"][0]["arch_spec"])
+    x = torch.randn(2, 1, 129, 129, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # the same function as the supernet run along that path
+        assert (loaded(x) - supernet_on_path(folder, second["sample"])(x)).abs().max() <= 1e-5
+    config = json.loads((out / "config.json").read_text())["pretrained_cfg"]
+    assert config["input_size"] == [1, 129, 129] and config["label_names"] == list("0123456789")
+    readme = (out / "README.md").read_text()
+    assert "rank 2 of the 3 most probable architectures" in readme and "not retrained" in readme
+    assert "**Test accuracy:** not measured" in readme
+    assert json.loads((out / "resnas.json").read_text())["rank"] == 2
+
+
+def test_export_rank_2_retrain_trains_tests_and_exports_it(trial, tmp_path, capsys):
+    from search_spaces import ArchSpec
+
+    folder, top, _ = trial
+    out = tmp_path / "rank2"
+    assert export("--top", folder / "top_architectures.json", "--rank", 2, "--retrain", "--out", out) == 0
+    assert "rank 2: val accuracy" in capsys.readouterr().out
+    spec, _ = load_exported(out)
+    assert spec == ArchSpec.from_dict(top["architectures"][1]["arch_spec"])
+    readme = (out / "README.md").read_text()
+    assert "Retrained from scratch" in readme and re.search(r"\*\*Test accuracy:\*\* \d+\.\d\d% on ", readme)
+    assert (folder / "retrain_rank2.ckpt").is_file()
+
+
+def test_export_rank_1_with_the_trials_checkpoint_is_the_trials_own_export(trial, tmp_path, capsys):
+    folder, _, _ = trial
+    assert export("--top", folder, "--weights", folder / "retrain.ckpt", "--out", tmp_path / "rank1") == 0
+    _, ours = load_exported(tmp_path / "rank1")
+    _, trials = load_exported(folder / "timm_export")
+    x = torch.randn(2, 1, 129, 129)
+    with torch.no_grad():
+        assert torch.equal(ours(x), trials(x))
+    assert export("--top", folder, "--rank", 2, "--weights", folder / "retrain.ckpt", "--out", tmp_path / "r2") == 2
+    assert "retrain.ckpt" in one_line_error(capsys)  # trained for rank 1, not for rank 2
+
+
+@pytest.mark.parametrize(
+    "make_arguments,expected",
+    [
+        (lambda f: ["--top", f, "--rank", 4], "lists ranks 1 to 3; pass --rank between them"),
+        (lambda f: ["--top", f, "--rank", 0], "lists ranks 1 to 3"),
+        (lambda f: ["--rank", 2, "--spec", f / "arch.json"], "pass --top TRIAL_DIR with them"),
+        (lambda f: ["--top", f, "--spec", f / "arch.json"], "drop --spec"),
+        (lambda f: ["--top", f, "--retrain", "--weights", f / "retrain.ckpt"], "drop --weights"),
+        (lambda f: ["--top", f, "--retrain", "--mean", 0.5], "drop --mean"),
+        (lambda f: ["--top", f / "timm_export"], "does not exist; pass the output folder of a ProxylessNAS trial"),
+        (lambda f: ["--top", f / "gates.json"], "is not a resnas top-architectures file"),
+        (lambda f: ["--top", f, "--dataset", "cifar10"], "the trial ran on digits, not cifar10"),
+    ],
+    ids=["rank-too-high", "rank-zero", "rank-without-top", "top-and-spec", "retrain-and-weights", "retrain-and-mean",
+         "no-top-file", "foreign-json", "other-dataset"],
+)
+def test_export_top_mistakes_exit_2_with_one_line(trial, tmp_path, capsys, make_arguments, expected):
+    folder, _, _ = trial
+    out = tmp_path / "export"
+    assert export(*make_arguments(folder), "--out", out) == 2
+    assert expected in one_line_error(capsys)
+    assert not out.exists()

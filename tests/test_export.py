@@ -26,6 +26,7 @@ from search_spaces import (
     plain_timm_resnet,
     resnet_spec,
 )
+from search_spaces.model_card import ModelCard
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = (3, 32, 32)
@@ -58,6 +59,7 @@ shapes = [list(f.shape) for f in features(io["x"])]
 print(json.dumps(dict(
     difference=difference, channels=features.feature_info.channels(), reduction=features.feature_info.reduction(),
     shapes=shapes, mean=list(model.pretrained_cfg["mean"]), resnas_loaded="search_spaces" in sys.modules,
+    label_names=model.pretrained_cfg.get("label_names"),
 )))
 """
 
@@ -119,9 +121,10 @@ def test_searched_network_loads_through_the_entry_point_in_a_fresh_process(tmp_p
     spec = mixed_spec()
     assert plain_timm_resnet(spec) is None
     model = perturbed(build_model(spec))
-    folder = export_to_timm(spec, model, tmp_path / "export", input_size=SIZE)
-    seen = reload_in_fresh_process(tmp_path, folder, model, block_resnas=False)
-    assert seen["difference"] <= 1e-6
+    card = ModelCard(dataset="digits-like", label_names=tuple("0123456789"), test_accuracy=0.5, test_split="test")
+    folder = export_to_timm(spec, model, tmp_path / "export", input_size=SIZE, card=card)
+    seen = reload_in_fresh_process(tmp_path, folder, model, block_resnas=False)  # NNI and Lightning blocked
+    assert seen["difference"] <= 1e-6 and seen["label_names"] == list("0123456789")
     assert seen["channels"] == [8, 32, 64, 128, 256] and seen["reduction"] == [1, 1, 2, 4, 8]
     assert [s[-1] for s in seen["shapes"]] == [32, 32, 16, 8, 4]
     config = json.loads((folder / "config.json").read_text())
@@ -187,8 +190,9 @@ def test_folder_holds_safetensors_json_and_no_pickle(tmp_path):
     model = build_model(spec)
     folder = export_to_timm(spec, model, tmp_path / "export", extra={"test_accuracy": 0.9})
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["arch_spec.json", "config.json", "model.safetensors", "resnas.json"]
-    assert json.loads((folder / "resnas.json").read_text()) == {"test_accuracy": 0.9}
+    assert names == ["README.md", "arch_spec.json", "config.json", "model.safetensors", "resnas.json"]
+    record = json.loads((folder / "resnas.json").read_text())
+    assert set(record) == {"test_accuracy", "provenance", "card"} and record["test_accuracy"] == 0.9
     assert load_file(str(folder / "model.safetensors")).keys() == model.state_dict().keys()
     for path in folder.iterdir():  # a pickle starts with the PROTO opcode 0x80; zip-pickles with PK
         assert path.read_bytes()[:2] not in (b"\x80\x02", b"\x80\x04", b"\x80\x05", b"PK")

@@ -95,6 +95,29 @@ def test_a_trial_that_raised_fails_its_job_at_once_with_its_error_line(tmp_path)
     assert tuner.jobs["job0"]["status"] == "failed" and tuner.jobs["job0"]["error"].startswith("SettingsError: ")
 
 
+def test_a_trial_end_nni_reports_under_the_other_jobs_parameters_reaches_the_job_that_ended(tmp_path):
+    # NNI 3.0 can give two trials started together each other's parameters and report an end with the other's.
+    tuner = FaultTuner(jobs=2, state_dir=str(tmp_path))
+    job0, job1 = Path(issue(tuner, 0)["out_dir"]), Path(issue(tuner, 1)["out_dir"])
+    with job_lock(job0):
+        pass  # job0's trial took the job and died without a result
+    holding, release = threading.Event(), threading.Event()
+
+    def job1_running() -> None:
+        with job_lock(job1):
+            holding.set()
+            release.wait(10)
+
+    thread = threading.Thread(target=job1_running)
+    thread.start()
+    holding.wait(10)
+    tuner.trial_end(1, success=False)  # reported as job1's, which is still running
+    release.set()
+    thread.join()
+    assert tuner.jobs["job0"]["status"] == "pending" and tuner.jobs["job0"]["restarts"] == 1
+    assert tuner.jobs["job1"]["status"] == "issued"
+
+
 def test_a_job_run_while_an_orphaned_trial_holds_it_waits_for_that_trial(tmp_path):
     order = []
 

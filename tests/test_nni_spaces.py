@@ -19,7 +19,6 @@ NNI quirks these tests pin down (NNI 3.0 with torch 2.14 / pytorch-lightning 2.6
 
 from __future__ import annotations
 
-import functools
 from typing import Callable
 
 import numpy as np
@@ -28,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from search_spaces import SCOPES, ArchSpec, DepthResNet, ScopedResNet50, SpecError, build_model, resnet_spec
+from nni_evaluator import classification
 
 TINY = dict(width_multiplier=1 / 16, stem="cifar", num_classes=10)
 STAGE_CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512}  # middle-conv width c of a ResNet-50 stage
@@ -172,37 +172,6 @@ def test_depth_zero_freezes_to_an_empty_stage():
 
 
 # ---- NNI 3.0 strategies, in-process --------------------------------------------------------------------------
-@pytest.fixture
-def nni_home(tmp_path, monkeypatch):
-    """Keep NNI's experiment manifest and logs out of ~/nni-experiments."""
-    import nni.nas.experiment.experiment as nas_experiment
-    from nni.tools.nnictl.config_utils import Experiments
-
-    monkeypatch.setattr(nas_experiment, "Experiments", functools.partial(Experiments, home_dir=str(tmp_path)))
-    return tmp_path
-
-
-def classification():
-    """NNI's Lightning evaluator over 8 random 16x16 images: 2 training batches, 1 validation batch."""
-    from nni.nas.evaluator.pytorch import Classification, DataLoader  # nni.trace'd DataLoader
-    from torch.utils.data import TensorDataset
-
-    generator = torch.Generator().manual_seed(0)
-    data = TensorDataset(torch.randn(8, 3, 16, 16, generator=generator), torch.randint(0, 10, (8,), generator=generator))
-    return Classification(
-        train_dataloaders=DataLoader(data, batch_size=4),
-        val_dataloaders=DataLoader(data, batch_size=4),
-        num_classes=10,
-        max_epochs=1,
-        limit_train_batches=2,
-        limit_val_batches=1,
-        num_sanity_val_steps=0,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
 
 
 def run_experiment(space, evaluator, strategy, home, config=None) -> list[dict]:

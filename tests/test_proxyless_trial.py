@@ -112,6 +112,42 @@ def test_each_scope_config_runs_a_smoke_trial(config, tmp_path):
     assert {"default", "gate_entropy", "argmax_changes", "val_accuracy"} <= set(epoch)
     for name in ("arch.json", "gates.json", "gates.png", "supernet.ckpt", "retrain.ckpt", "timm_export/model.safetensors"):
         assert (tmp_path / name).is_file(), name
+    assert_top_architectures(tmp_path, result, k=5)
+    assert_shippable_card(tmp_path / "timm_export", result)
+
+
+def assert_shippable_card(folder: Path, result: dict) -> None:
+    """The trial's export carries its card, class names and provenance (the contracts: tests/test_model_card.py)."""
+    front_matter = yaml.safe_load((folder / "README.md").read_text().split("---")[1])
+    assert front_matter["library_name"] == "timm" and "proxyless" in front_matter["tags"]
+    assert f"{100 * result['test_accuracy']:.2f}% on {result['test_split']}" in (folder / "README.md").read_text()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["pretrained_cfg"]["label_names"] == [str(digit) for digit in range(10)]  # digits
+    record = json.loads((folder / "resnas.json").read_text())
+    assert record["provenance"]["seed"] == 0 and len(record["provenance"]["settings_sha256"]) == 64
+    assert record["card"]["method"] == "proxyless" and record["card"]["method_settings"]["scope"] == result["scope"]
+
+
+def assert_top_architectures(folder: Path, result: dict, k: int) -> None:
+    """top_architectures.json: k paths, argmax first (the one retrained), products of the final gates, best first."""
+    from search_spaces import ArchSpec
+
+    top = json.loads((folder / "top_architectures.json").read_text())
+    ranked = top["architectures"]
+    assert len(ranked) == k and [entry["rank"] for entry in ranked] == list(range(1, k + 1))
+    assert ranked[0]["sample"] == result["architecture"]
+    assert ArchSpec.from_dict(ranked[0]["arch_spec"]) == ArchSpec.from_json((folder / "arch.json").read_text())
+    final_gates = json.loads((folder / "gates.json").read_text())["epochs"][-1]
+    for entry in ranked:
+        assert entry["probability"] == pytest.approx(math.prod(top["probabilities"][label][value]
+                                                               for label, value in entry["sample"].items()))
+        for label, value in entry["sample"].items():  # the float64 gates agree with the trajectory's float32 ones
+            index = list(top["probabilities"][label]).index(value)
+            assert top["probabilities"][label][value] == pytest.approx(final_gates[label][index], abs=1e-6)
+    assert all(a["probability"] >= b["probability"] for a, b in zip(ranked, ranked[1:]))
+    assert len({json.dumps(entry["sample"], sort_keys=True) for entry in ranked}) == k
+    assert top["supernet"] == "supernet.ckpt" and top["settings"]["top_k"] == k
+    assert set(top["gate_labels"].values()) == set(top["probabilities"])
 
 
 def test_an_interrupted_search_resumes_from_its_last_epoch(tmp_path):

@@ -247,7 +247,7 @@ def test_a_search_with_failed_trials_says_why_in_its_summary_and_printed_lines(t
     assert summary["trials"][0]["error"].startswith("trainers.datasets.DataError: CIFAR-10 files not found")
     assert "error" not in summary["trials"][1]
 
-    monkeypatch.setattr(launch, "wait_for_experiment", lambda handle, timeout=None: "DONE")
+    monkeypatch.setattr(launch, "wait_for_experiment", lambda handle, timeout=None, on_poll=None: "DONE")
     monkeypatch.setattr(launch, "experiment_summary", rest.experiment_summary)
     monkeypatch.setattr(launch, "stop_experiment", lambda handle: None)
     from strategies.cli.main import follow_experiment

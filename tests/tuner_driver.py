@@ -4,7 +4,7 @@ from pathlib import Path
 
 import nni
 
-from strategies.multi_trial.job_files import write_job_error
+from strategies.multi_trial.job_files import resolve_job_paths, write_job_error
 
 
 def issue_all_with_ids(tuner, first_id: int = 0) -> dict[str, tuple[int, dict]]:
@@ -25,6 +25,7 @@ def issue_all(tuner, first_id: int = 0) -> dict[str, dict]:
 
 
 def fail(tuner, parameter_id: int, params: dict, error: Exception = RuntimeError("made-up failure")) -> None:
-    """A trial that raised: strategies.trial writes the exception line to the job folder, then NNI says FAILED."""
-    write_job_error(Path(params["out_dir"]), error)
+    """A trial that raised: strategies.trial writes the exception line to the job folder (as its machine sees the
+    artifact directory), then NNI says FAILED."""
+    write_job_error(Path(resolve_job_paths(params)["out_dir"]), error)
     tuner.trial_end(parameter_id, success=False)

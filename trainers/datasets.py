@@ -42,6 +42,9 @@ class DatasetInfo:
     flip: bool  # horizontal flips are label-preserving (not for digits and letters)
     default_augment: Augment
     expected_path: str  # where the files must be, relative to data_dir ("" when shipped)
+    # Class index -> name, what an export's pretrained_cfg.label_names carries; an image folder's come from
+    # its folder names (dataset_info counts them), so the registry's entry has none.
+    class_names: tuple[str, ...] = ()
 
 
 ImagesAndLabels = tuple["torch.Tensor", "torch.Tensor"]  # uint8 N x C x H x W, int64 N
@@ -110,7 +113,37 @@ def _torchvision_reader(class_name: str, title: str, **kwargs) -> Reader:
 
 
 def _info(name, classes, channels, size, mean, std, flip, augment, path) -> DatasetInfo:
-    return DatasetInfo(name, classes, channels, size, mean, std, flip, augment, path)
+    names = CLASS_NAMES.get(name, ())
+    if names and len(names) != classes:
+        raise ValueError(f"{name} lists {len(names)} class names for {classes} classes; fix CLASS_NAMES.")
+    return DatasetInfo(name, classes, channels, size, mean, std, flip, augment, path, names)
+
+
+# Class names in label order, as torchvision's datasets number them, written out so that reading them needs
+# neither torch nor the files (CIFAR's names live in its archive's meta file). MNIST's are the bare digits
+# ("0", not torchvision's "0 - zero"), as for scikit-learn's digits.
+_DIGITS = tuple("0123456789")
+_EMNIST_MERGED = set("cijklmopsuvwxyz")  # lower-case letters the balanced split merges into their capitals
+_EMNIST_BYCLASS = tuple(sorted("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"))
+CLASS_NAMES: dict[str, tuple[str, ...]] = {
+    "digits": _DIGITS,
+    "mnist": _DIGITS,
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    "cifar100": tuple(
+        "apple aquarium_fish baby bear beaver bed bee beetle bicycle bottle bowl boy bridge bus butterfly camel "
+        "can castle caterpillar cattle chair chimpanzee clock cloud cockroach couch crab crocodile cup dinosaur "
+        "dolphin elephant flatfish forest fox girl hamster house kangaroo keyboard lamp lawn_mower leopard lion "
+        "lizard lobster man maple_tree motorcycle mountain mouse mushroom oak_tree orange orchid otter palm_tree "
+        "pear pickup_truck pine_tree plain plate poppy porcupine possum rabbit raccoon ray road rocket rose sea "
+        "seal shark shrew skunk skyscraper snail snake spider squirrel streetcar sunflower sweet_pepper table "
+        "tank telephone television tiger tractor train trout tulip turtle wardrobe whale willow_tree wolf woman "
+        "worm".split()
+    ),
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
+    "emnist": tuple(name for name in _EMNIST_BYCLASS if name not in _EMNIST_MERGED),
+    "emnist_byclass": _EMNIST_BYCLASS,
+}
 
 
 for _entry in (
@@ -168,7 +201,8 @@ def dataset_info(name: str, data_dir: str | Path = "data") -> DatasetInfo:
     if name == "imagefolder":
         from dataclasses import replace
 
-        info = replace(info, num_classes=len(imagefolder_classes(Path(data_dir))))
+        classes = imagefolder_classes(Path(data_dir))  # ImageFolder numbers classes by their sorted names too
+        info = replace(info, num_classes=len(classes), class_names=tuple(classes))
     return info
 
 

@@ -18,6 +18,7 @@ from .checkpoint import save_checkpoint
 from .device import lightning_accelerator, training_device
 from .speed import Switch, lightning_precision, resolve_channels_last, resolve_precision
 from .system import ClassificationSystem, ExtraLoss, OptimConfig
+from .tensorboard import ScalarLog
 
 EpochCallback = Callable[[int, dict[str, float]], None]
 
@@ -51,6 +52,23 @@ class _EpochReporter(pl.Callback):
             self.on_epoch_end(trainer.current_epoch + 1, metrics)
 
 
+class TensorBoardEpochs(pl.Callback):
+    """fit()'s per-epoch metrics (train/val loss and accuracy, extra loss terms, lr) at step = epoch."""
+
+    def __init__(self, folder: Path):
+        self.writer = ScalarLog(folder)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:  # one writer, not one per DDP process
+            return
+        values = {name: float(value) for name, value in trainer.callback_metrics.items()}
+        values["lr"] = trainer.optimizers[0].param_groups[0]["lr"]
+        self.writer.scalars(values, step=trainer.current_epoch + 1)
+
+    def teardown(self, trainer: pl.Trainer, module: pl.LightningModule, stage: str) -> None:
+        self.writer.close()
+
+
 def quiet_lightning() -> None:
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
@@ -75,11 +93,14 @@ def fit(
     checkpoint_extra: dict[str, Any] | None = None,
     precision: str = "auto",
     channels_last: Switch = "auto",
+    tensorboard_dir: Path | None = None,
 ) -> FitResult:
     """Train `model` in place for `epochs` epochs; validation runs after every epoch.
 
     precision: auto (32 on the CPU; bf16-mixed, else 16-mixed, on CUDA), 32, bf16-mixed or 16-mixed (speed.py);
     channels_last: NHWC weights and batches (auto: with CUDA and mixed precision). SpeedError names the fix.
+    tensorboard_dir: this training's own run folder for TensorBoard event files (tensorboard.run_folder picks
+    a free one), one write per epoch; None writes none.
     """
     accelerator = accelerator or lightning_accelerator()  # None: the GPU a trial was given, else CPU
     on_cuda = accelerator in ("gpu", "cuda") or (accelerator == "auto" and training_device().type == "cuda")
@@ -90,6 +111,9 @@ def fit(
     pl.seed_everything(seed, workers=True, verbose=False)
     system = ClassificationSystem(model, optim, epochs, extra_losses, channels_last=channels_last)
     reporter = _EpochReporter(on_epoch_end)
+    callbacks: list[pl.Callback] = [reporter]
+    if tensorboard_dir is not None:
+        callbacks.append(TensorBoardEpochs(tensorboard_dir))
     trainer = pl.Trainer(
         max_epochs=epochs,
         accelerator=accelerator,
@@ -103,7 +127,7 @@ def fit(
         num_sanity_val_steps=0,
         limit_train_batches=limit_train_batches,
         limit_val_batches=limit_val_batches,
-        callbacks=[reporter],
+        callbacks=callbacks,
     )
     if channels_last:
         model.to(memory_format=torch.channels_last)

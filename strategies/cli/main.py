@@ -97,6 +97,7 @@ def _job_of(trial: dict) -> str | None:
 def follow_experiment(handle, wait: bool, timeout: float | None, keep: bool) -> int:
     """Print where the dashboard is; with `wait`, block until the search ends and print its JSON line."""
     from ..launch import experiment_summary, stop_experiment, wait_for_experiment
+    from ..launch.live_status import LiveStatus
     from ..launch.rest import ExperimentFailed
 
     # The only place the token is printed: the JSON line and error messages carry the plain URL.
@@ -107,8 +108,13 @@ def follow_experiment(handle, wait: bool, timeout: float | None, keep: bool) -> 
     if not wait:
         print(f"follow it there or with `resnas status {handle.id}`; `resnas stop {handle.id}` ends it.")
         return 0
+    # While waiting: one line redrawn in place on a terminal, a plain line per change in a log (live_status).
+    live = LiveStatus(handle)
     try:
-        status = wait_for_experiment(handle, timeout=timeout)
+        try:
+            status = wait_for_experiment(handle, timeout=timeout, on_poll=live)
+        finally:
+            live.close()  # before anything else is printed: the status line keeps its last state
         summary = experiment_summary(handle, status)
     except ExperimentFailed as failed:  # the watchdog: a manager in ERROR or a dead tuner, said in one line
         print(f"resnas: {' '.join(str(failed).split())}", file=sys.stderr)
@@ -168,18 +174,21 @@ def _stop(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    """One JSON line: the experiment's status and how many trials are in each state."""
+    """The status line `--wait` shows (elapsed, trials, best, step), then one JSON line: the experiment's status
+    and how many trials are in each state (the last line, for programs)."""
     import urllib.error
     from collections import Counter
 
     from ..launch import LaunchError, registered_experiment
     from ..launch.access_token import token_file
+    from ..launch.live_status import current_status, experiment_started, status_line
     from ..launch.rest import experiment_status, trial_jobs
 
     handle = registered_experiment(args.experiment)
     try:
         status = experiment_status(handle)
-        trials = Counter(trial.get("status") for trial in trial_jobs(handle))
+        jobs = trial_jobs(handle)
+        started = experiment_started(handle)
     except urllib.error.HTTPError as error:
         raise LaunchError(f"the NNI manager on port {handle.port} refused the request ({error.code}); if it is not "
                           f"experiment {handle.id}'s, see `nnictl experiment list`, else its token is not the one "
@@ -187,6 +196,8 @@ def _status(args: argparse.Namespace) -> int:
     except (urllib.error.URLError, OSError):
         raise LaunchError(f"experiment {handle.id} is not running (nothing answers on port {handle.port}); "
                           f"`resnas resume {handle.id}` continues it.") from None
+    print(status_line(current_status(handle, status, jobs, started)))
+    trials = Counter(trial.get("status") for trial in jobs)
     print(json.dumps({"experiment": handle.id, "status": status, "trials": dict(sorted(trials.items())),
                       "dashboard": handle.url}))
     return 0
@@ -212,7 +223,7 @@ COMMANDS: dict[str, Command] = {
     "resume": Command(_resume_arguments, _resume, "resume a stopped or killed experiment (dashboard on 127.0.0.1)"),
     "stop": Command(_experiment_argument, _stop, "stop a running experiment (what `nnictl stop ID` does)"),
     "status": Command(_experiment_argument, _status,
-                      "print a running experiment's status and trial counts as one JSON line (through the token)"),
+                      "print a running experiment's status line, then its trial counts as one JSON line"),
     "quickstart": Command(_quickstart_arguments, _quickstart, "run nni_configs/quickstart.yml end to end"),
     "export": Command(export.add_arguments, export.run, export.HELP),
     "plot": Command(plot.add_arguments, plot.run, plot.HELP),

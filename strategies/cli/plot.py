@@ -23,9 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..methods import METHODS
-    from ..multi_trial.state import STATE_FILE, load_state
+    from ..multi_trial.state import load_state, locate_state_file
 
-    state_path = args.dir.expanduser() / args.experiment / "checkpoint" / STATE_FILE
+    state_path = locate_state_file(args.dir.expanduser() / args.experiment / "checkpoint")  # or under artifact_dir
     state = load_state(state_path)
     if state is None:
         raise UserError(f"no resnas search state at {state_path}; check the experiment ID and --dir.")

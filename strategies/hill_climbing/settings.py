@@ -8,7 +8,7 @@ from typing import Any, Literal
 from search_spaces.edits.morphism_ops import DEFAULT_MORPHISM_OPS, MORPHISM_OPS
 
 from ..data import Augment, DataSettings
-from ..settings import SettingsError, choices, parse_settings, require_choice
+from ..settings import ArtifactSettings, SettingsError, choices, parse_settings, require_choice
 
 START_NETS = ("nash",)  # or a path to an ArchSpec JSON file
 # hill_climbing: the paper's NASH; random_walk: its baseline without model selection (always move to a child).
@@ -20,7 +20,7 @@ MODES, NEIGHBOUR_SCHEDULES = choices(Mode), choices(NeighbourSchedule)
 
 
 @dataclass(frozen=True)
-class HillClimbingSettings(DataSettings):
+class HillClimbingSettings(ArtifactSettings, DataSettings):
     dataset: str = "cifar10"
     augment: Augment = "default"  # CIFAR: random crops + flips, the scheme of Loshchilov & Hutter the paper uses
     batch_size: int = 128

@@ -15,6 +15,7 @@ from typing import Any
 from search_spaces.builder import build_model
 from search_spaces.edits.morphism_ops import Morphism
 from search_spaces.edits.morphisms import apply_morphisms
+from search_spaces.model_card import ModelCard
 from search_spaces.spec import ArchSpec, nash_start_spec
 from trainers import DatasetInfo, OptimConfig, evaluate
 
@@ -99,10 +100,14 @@ def _job(parameters: dict[str, Any], settings: HillClimbingSettings, datamodule,
     return result
 
 
+CARD = ModelCard(method="hill_climbing", method_description="NASH hill climbing (Elsken et al., Simple and Efficient "
+                 "Architecture Search for CNNs): network morphisms grown from a small net, each step trained with SGDR")
+
+
 def _final_facts(model, spec: ArchSpec, datamodule, settings: HillClimbingSettings, out_dir: Path,
                  start_checkpoint: str) -> dict[str, Any]:
     """`default` becomes the test accuracy; `start_default` is the start net's, measured the same way."""
-    tested = test_and_export(model, spec, datamodule, settings, out_dir)
+    tested = test_and_export(model, spec, datamodule, settings, out_dir, card=CARD)
     start_spec_, start_weights = load_job_model(start_checkpoint)
     start_model = build_with_weights(start_spec_, start_weights)
     start_test = evaluate(start_model, datamodule, split="test")["accuracy"]

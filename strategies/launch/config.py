@@ -39,7 +39,8 @@ class GpuRequestError(ConfigError):
 
 
 class DataFilesError(ConfigError):
-    """The config is sound, but the dataset files its trials read are not on this machine."""
+    """The config is sound, but files this machine must have are not here: the dataset its local trials read, the
+    artifact_dir the tuner writes, the SSH key the manager logs in to remote workers with."""
 
 
 def _camel(name: str) -> str:
@@ -165,6 +166,38 @@ def _is_local(config: dict[str, Any]) -> bool:
     return isinstance(service, dict) and service.get("platform", "local") == "local"
 
 
+def _stand_in_key_files(path: Path, config: Any, check: bool) -> dict[tuple[int, int], str]:
+    """NNI refuses a remote machine whose sshKeyFile is not a file here. The manager reads the key at launch, so,
+    like the data, that is this machine's business: with `check` a missing key is refused in one sentence; without,
+    the config file itself stands in for NNI's check ({(service, machine): the key's path}, put back afterwards),
+    so a config meant for another machine validates anywhere."""
+    services = config.training_service if isinstance(config.training_service, list) else [config.training_service]
+    stand_ins = {}
+    for service_index, service in enumerate(services):
+        for machine_index, machine in enumerate(getattr(service, "machine_list", None) or []):
+            if machine.password is not None or machine.ssh_key_file is None:
+                continue
+            key = Path(str(machine.ssh_key_file)).expanduser()
+            key = key if key.is_absolute() else path.parent / key  # NNI's rule: relative to the config file
+            if key.is_file():
+                continue
+            if check:
+                raise DataFilesError(f"{path}: sshKeyFile {key} of remote machine {machine.host}:{machine.port} is not a "
+                                     f"file on this machine, which logs in with it; create the key (ssh-keygen) and "
+                                     f"authorize it on the worker, or point sshKeyFile at the key.")
+            stand_ins[(service_index, machine_index)] = str(key)
+            machine.ssh_key_file = str(path.resolve())
+    return stand_ins
+
+
+def _with_key_files(canonical: dict[str, Any], stand_ins: dict[tuple[int, int], str]) -> dict[str, Any]:
+    service = canonical.get("trainingService")
+    services = service if isinstance(service, list) else [service]
+    for (service_index, machine_index), key in stand_ins.items():
+        services[service_index]["machineList"][machine_index]["sshKeyFile"] = key
+    return canonical
+
+
 def load_experiment_config(
     path: str | Path, check_gpus: bool = False, check_data: bool | None = None
 ) -> dict[str, Any]:
@@ -172,8 +205,9 @@ def load_experiment_config(
 
     check_gpus: also refuse a local experiment whose trials ask for more GPUs than NNI sees on this machine
     (`resnas create` and `resnas validate` do); off, a config meant for another machine can be checked anywhere.
-    check_data: also refuse a local resnas experiment whose dataset files are missing (DataFilesError); None
-    follows check_gpus, as both ask whether this machine can run the config (`resnas create` passes check_gpus).
+    check_data: also refuse a local resnas experiment whose dataset files are missing (DataFilesError), and any
+    whose artifact_dir or remote machines' sshKeyFile is not here (the manager uses both); None follows
+    check_gpus, as both ask whether this machine can run the config (`resnas create` passes check_gpus).
     """
     from nni.experiment.config import ExperimentConfig
 
@@ -191,15 +225,19 @@ def load_experiment_config(
         if key not in valid:
             raise ConfigError(_unknown_key_sentence(path, key))
     _check_counts(path, raw)
+    check_here = check_gpus if check_data is None else check_data  # files this machine must have
     try:
         config = ExperimentConfig.load(str(path))
+        stand_ins = _stand_in_key_files(path, config, check_here)
         config.validate()
+    except ConfigError:
+        raise
     except Exception as error:  # noqa: BLE001 - NNI raises several types; the user needs one sentence
         unknown = re.search(r"unexpected keyword argument '(\w+)'", str(error))
         if unknown:
             raise ConfigError(_unknown_key_sentence(path, unknown.group(1))) from None
         raise ConfigError(_error_sentence(path, error)) from None
-    canonical = config.json()
+    canonical = _with_key_files(config.json(), stand_ins)
     tuner = canonical.get("tuner") or {}
     from ..methods import method_of_tuner
 
@@ -218,7 +256,12 @@ def load_experiment_config(
         sentence = _gpu_sentence(path, canonical)
         if sentence is not None:
             raise GpuRequestError(sentence)
-    if (check_gpus if check_data is None else check_data) and local and settings is not None:
+    artifact_dir = getattr(settings, "artifact_dir", None)
+    if check_here and artifact_dir is not None and not Path(artifact_dir).is_dir():
+        raise DataFilesError(f"{path}: artifact_dir {artifact_dir} is not a folder on this machine, where the tuner "
+                             f"keeps the search; mount the shared filesystem here, at the same path as on every "
+                             f"worker.")
+    if check_here and local and settings is not None:
         problem = data_files_problem(path, settings, Path(canonical.get("trialCodeDirectory") or path.parent))
         if problem:
             raise DataFilesError(problem)

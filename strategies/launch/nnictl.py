@@ -24,7 +24,7 @@ import urllib.error
 from pathlib import Path
 
 from .access_token import TOKEN_ENV, load_token, new_token, resumed_token, save_token
-from ..multi_trial.state import STATE_FILE, load_state
+from ..multi_trial.state import load_state, locate_state_file
 from .config import check_resume_gpus, load_experiment_config
 from .processes import end_processes, manager_pids, tuner_pids
 from .rest import DEFAULT_WORKING_DIR, ExperimentHandle, LaunchError, rest
@@ -165,7 +165,7 @@ def _prepare_resume(experiment_id: str, folder: Path) -> None:
     if running:
         raise LaunchError(f"experiment {experiment_id} is still running (its NNI manager is pid {running[0]}); follow "
                           f"it with `resnas status {experiment_id}` or end it with `resnas stop {experiment_id}` first.")
-    load_state(folder / "checkpoint" / STATE_FILE)  # raises StateError for a file the tuner could not read
+    load_state(locate_state_file(folder / "checkpoint"))  # raises StateError for a file the tuner could not read
     end_processes(tuner_pids(folder))
 
 

@@ -8,9 +8,9 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from ..multi_trial.state import STATE_FILE, load_state
+from ..multi_trial.state import load_state, locate_state_file
 from ..reporting import decode_metric
 from .watchdog import TunerWatch, failure_sentence, manager_error_line
 
@@ -18,6 +18,7 @@ FINAL_TRIAL_STATES = {"SUCCEEDED", "FAILED", "USER_CANCELED", "SYS_CANCELED", "E
 FINAL_EXPERIMENT_STATES = {"DONE", "STOPPED", "ERROR"}
 DEFAULT_WORKING_DIR = Path("~/nni-experiments")  # NNI's, when a config sets no experimentWorkingDirectory
 GONE_AFTER_FAILURES = 3  # REST calls failing in a row before the manager counts as dead
+PollCallback = Callable[[str, list[dict]], None]  # (experiment status, trial-jobs list) after each poll
 
 
 class LaunchError(RuntimeError):
@@ -82,16 +83,19 @@ def experiment_status(handle: ExperimentHandle) -> str:
 
 
 def tuner_state(handle: ExperimentHandle) -> dict[str, Any] | None:
-    """A resnas multi-trial tuner's state file, or None for tuners without one (ProxylessTuner)."""
-    return load_state(handle.folder / "checkpoint" / STATE_FILE)
+    """A resnas multi-trial tuner's state file (in the checkpoint folder, or where its pointer says: artifact_dir),
+    or None for tuners without one (ProxylessTuner)."""
+    return load_state(locate_state_file(handle.folder / "checkpoint"))
 
 
-def wait_for_experiment(handle: ExperimentHandle, poll_seconds: float = 3.0, timeout: float | None = None) -> str:
+def wait_for_experiment(handle: ExperimentHandle, poll_seconds: float = 3.0, timeout: float | None = None,
+                        on_poll: PollCallback | None = None) -> str:
     """Block until the experiment is done (or has no more trials and none is running).
 
     A multi-trial tuner says "no more trials" whenever it waits for a step's trials, so between two steps
     every trial has ended for a moment; for those tuners the search is over only when their state says so.
     A manager in ERROR or a tuner process that died raises ExperimentFailed (watchdog) instead of waiting on.
+    on_poll(status, trials) sees every answered poll, the last one included (live_status.LiveStatus).
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     watch = TunerWatch(handle.id, handle.folder)
@@ -108,6 +112,8 @@ def wait_for_experiment(handle: ExperimentHandle, poll_seconds: float = 3.0, tim
             time.sleep(poll_seconds)
             continue
         status = check["status"]
+        if on_poll is not None:
+            on_poll(status, trials)
         all_ended = trials and all(trial["status"] in FINAL_TRIAL_STATES for trial in trials)
         if status in FINAL_EXPERIMENT_STATES - {"ERROR"}:
             return status

@@ -7,14 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..data import Augment, DataSettings
-from ..settings import SettingsError, parse_settings
+from ..settings import ArtifactSettings, SettingsError, parse_settings
 
 START_NETS = ("rb0", "rb_r18")  # RB-0Net (one conv, two pools, a dense layer), ResNet-18; or an ArchSpec JSON path
 VARIANTS = ("with_reg", "no_reg_ri", "no_reg_wi")  # all terms; no extra terms from random init / from With Reg
 
 
 @dataclass(frozen=True)
-class LayerPruningSettings(DataSettings):
+class LayerPruningSettings(ArtifactSettings, DataSettings):
     dataset: str = "cifar10"
     augment: Augment = "shift"  # 10% shifts (+ horizontal flips where labels allow them)
     batch_size: int = 64

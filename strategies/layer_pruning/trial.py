@@ -15,6 +15,7 @@ from search_spaces.edits.resbuilder import (
     remove_small_blocks,
     removable_block_means,
 )
+from search_spaces.model_card import ModelCard
 from search_spaces.spec import WIDTH_COUNT, ArchSpec, resbuilder_start_spec, resnet_spec
 from trainers import OptimConfig, evaluate
 from trainers.regularizers import layer_lasso_term, morphnet_term
@@ -120,11 +121,15 @@ def _regularizers(spec: ArchSpec, settings: LayerPruningSettings) -> list:
     return terms
 
 
+CARD = ModelCard(method="layer_pruning", method_description="ResBuilder layer pruning (Burghoff et al., ResBuilder): "
+                 "residual blocks inserted at random and removed by LayerLasso, widths by MorphNet under a FLOP budget")
+
+
 def _final(parameters: dict[str, Any], settings: LayerPruningSettings, datamodule, out_dir: Path) -> dict[str, Any]:
     spec, state_dict = load_job_model(parameters["source"])
     model = build_with_weights(spec, state_dict)
     val_accuracy = evaluate(model, datamodule, split="val")["accuracy"]
-    tested = test_and_export(model, spec, datamodule, settings, out_dir)
+    tested = test_and_export(model, spec, datamodule, settings, out_dir, card=CARD)
     source = parameters.get("source_result") or {}
     return {"default": tested["test_accuracy"], "val_accuracy": val_accuracy, "zeta": settings.zeta,
             "variant": source.get("variant"), "step": source.get("step"), "job": parameters.get("source_job"),

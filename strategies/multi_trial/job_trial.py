@@ -7,7 +7,9 @@ functions). Imported by trials only: it loads torch, timm and Lightning.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -17,9 +19,11 @@ from torch import nn
 from search_spaces.builder import build_model
 from search_spaces.cost import measure_cost
 from search_spaces.export import export_to_timm
+from search_spaces.model_card import ModelCard, settings_digest
 from search_spaces.spec import ArchSpec
 from trainers import (
     ClassificationDataModule,
+    DataError,
     DatasetInfo,
     FitResult,
     OptimConfig,
@@ -32,6 +36,7 @@ from trainers import (
 )
 from trainers.atomic import atomic_write_text
 from trainers.system import ExtraLoss
+from trainers.tensorboard import run_folder
 
 from ..data import DataSettings, export_normalization, input_size, make_job_datamodule
 from ..reporting import Reporter
@@ -83,6 +88,38 @@ def load_start_spec(start: str, named: dict[str, Callable[[DatasetInfo], ArchSpe
     return spec
 
 
+def trial_tensorboard_root() -> Path | None:
+    """NNI_OUTPUT_DIR/tensorboard, the folder NNI's dashboard starts TensorBoard on, inside an NNI trial; else None.
+
+    NNI 3.0's local training service runs a trial in EXP/environments/ENV/trials/ID (its NNI_OUTPUT_DIR), but the
+    dashboard's TensorBoard reads EXP/trials/ID/output/tensorboard (nni_node training_service/v3/compat.js,
+    getTrialOutputLocalPath, + extensions/nniTensorboardManager.js), a folder no trial writes: it is linked here.
+    """
+    output = os.environ.get("NNI_OUTPUT_DIR")
+    if not output:
+        return None
+    output_dir = Path(output)
+    root = output_dir / "tensorboard"
+    root.mkdir(parents=True, exist_ok=True)
+    if len(output_dir.parts) > 4 and output_dir.parts[-2] == "trials" and output_dir.parts[-4] == "environments":
+        seen = output_dir.parents[3] / "trials" / output_dir.name / "output" / "tensorboard"
+        try:
+            seen.parent.mkdir(parents=True, exist_ok=True)
+            if seen.is_dir() and not seen.is_symlink() and not any(seen.iterdir()):
+                seen.rmdir()  # made empty by the manager: TensorBoard was asked for before this trial logged
+            if not seen.exists() and not seen.is_symlink():
+                seen.symlink_to(root, target_is_directory=True)
+        except OSError as error:  # the event files are still written; only the dashboard's button misses them
+            logger.warning("could not link %s to %s for the dashboard's TensorBoard: %s", seen, root, error)
+    return root
+
+
+def trial_tensorboard_dir(name: str) -> Path | None:
+    """A new run folder under the trial's TensorBoard root (name, name-2, ...), or None outside an NNI trial."""
+    root = trial_tensorboard_root()
+    return run_folder(root, name) if root is not None else None
+
+
 def train(
     model: nn.Module,
     datamodule: ClassificationDataModule,
@@ -94,7 +131,8 @@ def train(
     extra_losses: Sequence[ExtraLoss] = (),
     report_extra: dict[str, Any] | None = None,
 ) -> FitResult:
-    """fit() with every epoch's validation accuracy reported as `default` (the dashboard's curve)."""
+    """fit() with every epoch's validation accuracy reported as `default` (the dashboard's curve), and inside an
+    NNI trial the epochs' scalars in TensorBoard (NNI_OUTPUT_DIR/tensorboard/train, train-2 for a second training)."""
 
     def on_epoch_end(epoch: int, metrics: dict[str, float]) -> None:
         reporter.intermediate({"default": metrics.get("val_accuracy", float("nan")), "epoch": epoch,
@@ -112,6 +150,7 @@ def train(
         limit_val_batches=data.limit_val_batches,
         precision=data.precision,
         channels_last=data.channels_last,
+        tensorboard_dir=trial_tensorboard_dir("train"),
     )
 
 
@@ -143,11 +182,38 @@ def cost_facts(spec: ArchSpec, data: DataSettings) -> dict[str, int]:
     return {"params": cost.params, "flops": cost.flops, "macs": cost.macs}
 
 
+def data_card(data: DataSettings, card: ModelCard | None = None, **facts: Any) -> ModelCard:
+    """`card` (what the caller knows: the method, notes) with what the settings tell: the data, the class names,
+    the seed, the settings digest and, unless given, the method's own settings; `facts` set further fields."""
+    settings = data.to_dict()
+    own = {f.name for f in dataclasses.fields(data)} - {f.name for f in dataclasses.fields(DataSettings)}
+    card = card or ModelCard()
+    try:
+        label_names = dataset_info(data.dataset, data.data_dir).class_names or None
+    except DataError:  # an image folder that is not on this machine: the export goes on without names
+        label_names = None
+    return dataclasses.replace(
+        card,
+        dataset=data.dataset,
+        label_names=label_names,
+        seed=data.seed,
+        settings_sha256=settings_digest(settings),
+        # The method's own settings and the input the network saw; the rest is in the digest.
+        method_settings=card.method_settings or {
+            **{name: settings[name] for name in ("image_size", "augment", "batch_size")},
+            **{name: value for name, value in settings.items() if name in own},
+        },
+        **facts,
+    )
+
+
 def test_and_export(model: nn.Module, spec: ArchSpec, datamodule: ClassificationDataModule, data: DataSettings,
-                    out_dir: Path) -> dict[str, Any]:
-    """Test-split accuracy and the timm folder of the final network."""
+                    out_dir: Path, card: ModelCard | None = None, export_dir: Path | None = None) -> dict[str, Any]:
+    """Test-split accuracy and the timm folder (out_dir/timm_export unless export_dir) of the final network,
+    its README card filled from `card` (the method), the settings (data_card) and the test result."""
     model.to(training_device())
     test = evaluate(model, datamodule, split="test")
-    export_dir = export_to_timm(spec, model.cpu(), out_dir / "timm_export", **export_normalization(data),
-                                input_size=input_size(data))
+    card = data_card(data, card, test_accuracy=test["accuracy"], test_split=datamodule.test_source)
+    export_dir = export_to_timm(spec, model.cpu(), export_dir or out_dir / "timm_export",
+                                **export_normalization(data), input_size=input_size(data), card=card)
     return {"test_accuracy": test["accuracy"], "test_split": datamodule.test_source, "export_dir": str(export_dir)}

@@ -31,8 +31,8 @@ from ..data import settings_match
 from ..payload_guard import guard_dispatcher_payloads
 from ..plotting import Figure
 from ..reporting import decode_metric
-from .job_files import MODEL_FILE, job_error
-from .state import DONE, ENDED, FAILED, ISSUED, PENDING, STATE_FILE, experiment_checkpoint_dir, load_state
+from .job_files import MODEL_FILE, job_error, job_state
+from .state import DONE, ENDED, FAILED, ISSUED, PENDING, STATE_FILE, load_state, search_folders
 
 logger = logging.getLogger(__name__)
 KILLED_TRIAL_RESTARTS = 1  # a job whose trial was killed (no error of its own) is issued once more
@@ -45,7 +45,9 @@ class MultiTrialTuner(Tuner):
     def __init__(self, settings: Any, state_dir: str | Path | None = None):
         guard_dispatcher_payloads()  # before the dispatcher reads its first message from the manager
         self.settings = settings
-        self.state_dir = Path(state_dir) if state_dir else experiment_checkpoint_dir()
+        # The state file and job folders: the experiment's checkpoint folder, or its folder under artifact_dir
+        # (every machine mounts it at the same path: remote trials read their parents there).
+        self.artifact_root, self.state_dir = search_folders(getattr(settings, "artifact_dir", None), state_dir)
         self.work_dir = self.state_dir / self.method  # job folders: checkpoints, specs, result files
         self.state_path = self.state_dir / STATE_FILE
         saved = load_state(self.state_path)
@@ -110,12 +112,14 @@ class MultiTrialTuner(Tuner):
         return str(self.job_dir(key) / MODEL_FILE)
 
     def add_jobs(self, jobs: list[dict[str, Any]]) -> None:
-        """Each job: {"key": str, "params": dict}; params get the method, the key and the job folder."""
+        """Each job: {"key": str, "params": dict}; params get the method, the key, the job folder and the artifact
+        root the job paths are under (a worker that mounts it elsewhere swaps it: job_files.resolve_job_paths)."""
         for job in jobs:
             key = job["key"]
             if key in self.jobs:
                 raise ValueError(f"job {key!r} exists already; job keys must be unique.")
-            params = {"method": self.method, "job": key, "out_dir": str(self.job_dir(key)), **job["params"]}
+            params = {"method": self.method, "job": key, "artifact_dir": str(self.artifact_root),
+                      "out_dir": str(self.job_dir(key)), **job["params"]}
             self.jobs[key] = {"params": params, "status": PENDING, "result": None}
             self.state["order"].append(key)
 
@@ -215,6 +219,7 @@ class MultiTrialTuner(Tuner):
         key = self._issued_ids.get(parameter_id)
         if key is None or success or self.jobs[key]["status"] in ENDED:
             return
+        key = self._job_that_ended(key)
         job = self.jobs[key]
         error = job_error(self.job_dir(key))
         if error is None and job.get("restarts", 0) < KILLED_TRIAL_RESTARTS:
@@ -230,6 +235,24 @@ class MultiTrialTuner(Tuner):
                                      "its own (a signal or the out-of-memory killer?)")
             logger.warning("%s: %s failed (%s); skipping it", self.method, key, job["error"])
         self._after_event()
+
+    def _job_that_ended(self, key: str) -> str:
+        """The job whose trial just ended without success, `key` unless its folder says otherwise.
+
+        NNI 3.0's local service can hand two trials started together each other's parameters (a trial gets the
+        parameters of whichever request comes first) while it reports a trial's end with the ones it was created
+        with: the end of the trial that ran job0 may come as job1's. When job `key` is still running (its lock is
+        held), the job that ended is the one issued job whose trial took its lock and let go without a result.
+        """
+        if job_state(self.job_dir(key)) != "running":
+            return key
+        ended = [other for other in self.state["order"] if self.jobs[other]["status"] == ISSUED and other != key
+                 and job_state(self.job_dir(other)) == "died"]
+        if len(ended) == 1:
+            logger.info("%s: the trial reported as %s's ran %s (NNI swapped their parameters)", self.method, key,
+                        ended[0])
+            return ended[0]
+        return key
 
     def _record(self, parameters: Any, value: Any) -> None:
         value = decode_metric(value)

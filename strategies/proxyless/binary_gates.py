@@ -14,7 +14,8 @@ Here the two phases are separate:
   over them; "full" evaluates all N (NNI's "full_v2").
 
 Choices that share a label share one alpha and one sampled index (the activation of a block is one
-decision at three sites).
+decision at three sites). A Repeat whose depth is one choice is one more label: its candidates are the
+depths, candidate d being "the first d blocks" (BinaryGateRepeat).
 """
 
 from __future__ import annotations
@@ -164,21 +165,83 @@ class _BinaryGateGradient(torch.autograd.Function):
         return (grad_alpha, None, None, grad_output) + (None,) * len(others)
 
 
-def install_binary_gates(model: nn.Module) -> GateBank:
-    """Replace every NNI LayerChoice in `model` by a BinaryGateChoice; return the shared GateBank."""
-    from nni.nas.nn.pytorch import LayerChoice
+class BinaryGateRepeat(nn.Module):
+    """Stands in for one NNI Repeat whose depth is one choice: the first `depth` blocks, the depth from the bank.
 
-    choices = [(name, module) for name, module in model.named_modules() if isinstance(module, LayerChoice)]
+    In the arch phase the evaluated depths' outputs all come from one pass through the deepest of them; the
+    gradient flows along the active depth only, as in BinaryGateChoice.
+    """
+
+    def __init__(self, label: str, depths: list[int], blocks: list[nn.Module], bank: GateBank):
+        super().__init__()
+        self.label = label
+        self.depths = list(depths)
+        self.blocks = nn.ModuleList(blocks)
+        self._bank = [bank]
+
+    @property
+    def bank(self) -> GateBank:
+        return self._bank[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bank = self.bank
+        active = bank.active[self.label]
+        depth = self.depths[active]
+        if bank.mode != "arch":
+            for block in self.blocks[:depth]:
+                x = block(x)
+            return x
+        evaluated = bank.evaluated[self.label]
+        wanted = {self.depths[index] for index in evaluated if index != active}
+        # Clones: a block that works in place on its input would otherwise overwrite a kept output.
+        kept = {0: x.detach().clone()} if 0 in wanted else {}
+        for count, block in enumerate(self.blocks[:depth], start=1):
+            x = block(x)
+            if count in wanted:
+                kept[count] = x.detach().clone()
+        deepest = max(wanted, default=depth)
+        if deepest > depth:
+            deeper = x.detach().clone()
+            with torch.no_grad():  # depths past the active one feed only the estimator
+                for count in range(depth + 1, deepest + 1):
+                    deeper = self.blocks[count - 1](deeper)
+                    if count in wanted:
+                        kept[count] = deeper if count == deepest else deeper.clone()
+        others = [kept[self.depths[index]] for index in evaluated if index != active]
+        return _BinaryGateGradient.apply(bank.alpha[self.label], tuple(evaluated), active, x, *others)
+
+
+def install_binary_gates(model: nn.Module) -> GateBank:
+    """Replace every NNI LayerChoice in `model` by a BinaryGateChoice, and every Repeat whose depth is a choice
+    by a BinaryGateRepeat; return the shared GateBank."""
+    from nni.mutable import Categorical, Mutable
+    from nni.nas.nn.pytorch import LayerChoice, Repeat
+
+    choices = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, LayerChoice) or (isinstance(module, Repeat) and isinstance(module.depth_choice, Mutable))
+    ]
     if not choices:
-        raise ValueError("the model space has no LayerChoice; there is nothing for ProxylessNAS to search.")
+        raise ValueError("the model space has no LayerChoice or Repeat; there is nothing for ProxylessNAS to search.")
     candidates: dict[str, list] = {}
-    for _, choice in choices:
-        names = list(choice.names)
-        if candidates.setdefault(choice.label, names) != names:
-            raise ValueError(f"LayerChoices labelled {choice.label!r} have different candidates; give them distinct labels.")
+    for name, module in choices:
+        if isinstance(module, Repeat) and not isinstance(module.depth_choice, Categorical):
+            raise ValueError(
+                f"the depth of Repeat {name!r} is the expression {module.depth_choice!r}; binary gates take a depth "
+                "that is one choice: a (min, max) range or nni.choice(label, [depths])."
+            )
+        label = module.label
+        values = list(module.names) if isinstance(module, LayerChoice) else list(module.depth_choice.values)
+        if candidates.setdefault(label, values) != values:
+            raise ValueError(f"choices labelled {label!r} have different candidates; give them distinct labels.")
     bank = GateBank(candidates)
-    for name, choice in choices:
-        gate = BinaryGateChoice(choice.label, choice.names, [choice[key] for key in choice.names], bank)
+    # Innermost first (reversed pre-order): a module's path stays valid while the choices inside it change.
+    for name, module in reversed(choices):
+        if isinstance(module, LayerChoice):
+            gate = BinaryGateChoice(module.label, module.names, [module[key] for key in module.names], bank)
+        else:
+            gate = BinaryGateRepeat(module.label, candidates[module.label], list(module.blocks), bank)
         parent_name, _, attribute = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, attribute, gate)

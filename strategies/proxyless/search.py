@@ -4,16 +4,18 @@ steps on the validation split, alternating (every `arch_update_every`-th weight 
 A plain loop rather than NNI's one-shot Lightning module, because the two phases need different things
 frozen and different gates sampled, and because the loop is the part we measured and made faster (see
 benchmarks/supernet_cost.py). It stays NNI-native at the edges: the search space is an NNI ModelSpace, the
-result is an NNI sample (label -> value) that `space.to_spec` turns into an ArchSpec.
+result is an NNI sample (label -> value) that `space.to_spec` turns into an ArchSpec. The resnas trial drives
+`run_epoch`; NNI's Python API (strategy.ProxylessStrategy) drives `start_epoch` and `train_step` from Lightning.
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import os
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -21,12 +23,16 @@ from torch.nn import functional as F
 
 from trainers.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from trainers.speed import autocast, grad_scaler, resolve_channels_last, resolve_precision
+from trainers.tensorboard import ScalarLog
 
 from .binary_gates import GateBank, install_binary_gates
+from .distributed import World, all_reduce_sums, average_gradients, broadcast_parameters
 from .gate_cost import expected_gflops, measure_candidate_flops
 from .settings import GRADIENT_ESTIMATORS, ProxylessSearchConfig
+from .trajectory import normalised_entropy
 
 SUPERNET = "supernet"  # the checkpoint kind
+Criterion = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (outputs, targets) -> loss
 
 
 def endless_batches(loader: Iterable) -> Iterator:
@@ -47,7 +53,15 @@ def endless_batches(loader: Iterable) -> Iterator:
 
 
 class ProxylessSearch:
-    def __init__(self, space: nn.Module, config: ProxylessSearchConfig, device: torch.device | str = "cpu"):
+    TENSORBOARD_EVERY = 50  # weight steps between TensorBoard points (Lightning's log_every_n_steps), + each epoch end
+
+    def __init__(self, space: nn.Module, config: ProxylessSearchConfig, device: torch.device | str = "cpu",
+                 tensorboard_dir: Path | None = None, bank: GateBank | None = None,
+                 criterion: Criterion = F.cross_entropy, world: World | None = None):
+        """tensorboard_dir: where the gates' and epochs' scalars go; None: inside an NNI trial its
+        NNI_OUTPUT_DIR/tensorboard/search (one run folder: a resumed search goes on in it), else nowhere.
+        bank: the gates of a `space` gated already (ProxylessStrategy gates it when NNI initialises it).
+        world: this rank of a data-parallel search (proxyless.distributed; the process group is up); None: one."""
         if config.gradient_estimator not in GRADIENT_ESTIMATORS:
             raise ValueError(f"unknown gradient_estimator {config.gradient_estimator!r}; use {' or '.join(GRADIENT_ESTIMATORS)}.")
         self.config = config
@@ -55,13 +69,20 @@ class ProxylessSearch:
         self.precision = resolve_precision(config.precision, self.device)  # SpeedError: mixed precision on a CPU
         self.channels_last = resolve_channels_last(config.channels_last, self.device, self.precision)
         self.model = space
-        self.bank: GateBank = install_binary_gates(space)
+        self.bank: GateBank = bank if bank is not None else install_binary_gates(space)
         self.bank.estimator = config.gradient_estimator
-        self.candidate_flops = measure_candidate_flops(space, self.bank, config.input_size)
+        self.criterion = criterion
+        if config.input_size is None and config.flops_penalty:
+            raise ValueError("flops_penalty counts FLOPs at input_size; give input_size=(channels, height, width).")
+        # None: no input size known (NNI's strategy), so FLOPs are not counted.
+        self.candidate_flops = None if config.input_size is None else measure_candidate_flops(space, self.bank, config.input_size)
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.bank.to(self.device)
+        self.world = world or World()
+        if self.world.distributed:  # rank 0's start everywhere; identical averaged steps keep it so
+            broadcast_parameters([*self.model.parameters(), *self.model.buffers(), *self.bank.parameters()])
         # fp16 only: one loss scaler per optimiser, as the two losses have different scales.
         self.weight_scaler = grad_scaler(self.precision, self.device)
         self.arch_scaler = grad_scaler(self.precision, self.device)
@@ -75,6 +96,12 @@ class ProxylessSearch:
         self.epoch = 0
         self.step = 0
         self.generator = torch.Generator().manual_seed(config.seed)
+        if tensorboard_dir is None and os.environ.get("NNI_OUTPUT_DIR") and self.world.is_main:  # an NNI trial (job_trial loads timm)
+            from ..multi_trial.job_trial import trial_tensorboard_root
+
+            tensorboard_dir = trial_tensorboard_root() / "search"
+        self.tensorboard = ScalarLog(tensorboard_dir) if tensorboard_dir is not None else None
+        self._logged_step = -1
 
     # ---- one epoch ------------------------------------------------------------------------------------
     def run_epoch(
@@ -84,24 +111,56 @@ class ProxylessSearch:
         limit_train_batches: int | None = None,
         limit_val_batches: int | None = None,
     ) -> dict[str, float]:
-        self._set_lr()
-        self.model.train()
+        self.start_epoch()
         val_batches = endless_batches(val_loader)
         train_loss = torch.zeros((), device=self.device)
         batches = 0
         for batch in itertools.islice(train_loader, limit_train_batches):
-            train_loss += self.weight_step(*batch)
+            train_loss += self.train_step(batch, lambda: next(val_batches))
             batches += 1
-            self.step += 1
-            if self.step % self.config.arch_update_every == 0:
-                self.arch_step(*next(val_batches))
+            if self.tensorboard is not None and self.step % self.TENSORBOARD_EVERY == 0:
+                self._log_tensorboard()
         self.epoch += 1
         metrics = self.evaluate(val_loader, limit_val_batches)
         metrics["train_loss"] = float(train_loss) / max(1, batches)
-        with torch.no_grad():
-            metrics["expected_gflops"] = float(expected_gflops(self.bank, self.candidate_flops))
+        if self.candidate_flops is not None:
+            with torch.no_grad():
+                metrics["expected_gflops"] = float(expected_gflops(self.bank, self.candidate_flops))
         metrics["lr"] = self.weight_optimizer.param_groups[0]["lr"]
+        if self.tensorboard is not None:
+            self._log_tensorboard({"epoch": self.epoch, **metrics})
         return metrics
+
+    def _log_tensorboard(self, epoch_metrics: dict[str, float] | None = None) -> None:
+        """At this weight step: each candidate's gate probability, their mean normalised entropy (1 undecided, 0
+        decided) and the expected GFLOPs; with `epoch_metrics` the epoch's too. One small device sync."""
+        values: dict[str, float] = dict(epoch_metrics or {})
+        values.pop("expected_gflops", None)  # logged below under gates/
+        if self.step != self._logged_step:
+            probabilities = self.gate_probabilities()
+            for label, probs in probabilities.items():
+                values.update({f"gates/{label}/{value}": p for value, p in zip(self.bank.candidate_values[label], probs)})
+            entropies = [normalised_entropy(probs) for probs in probabilities.values()]
+            values["gates/entropy"] = sum(entropies) / max(1, len(entropies))
+            if self.candidate_flops is not None:
+                with torch.no_grad():
+                    values["gates/expected_gflops"] = float(expected_gflops(self.bank, self.candidate_flops))
+        self.tensorboard.scalars(values, step=self.step)
+        self._logged_step = self.step
+
+    def start_epoch(self) -> None:
+        """The cosine learning rate of epoch `self.epoch`, and training mode."""
+        self._set_lr()
+        self.model.train()
+
+    def train_step(self, batch: Sequence[torch.Tensor], val_batch: Callable[[], Sequence[torch.Tensor]]) -> torch.Tensor:
+        """A weight step on `batch`; every arch_update_every-th one also an architecture step on `val_batch()`,
+        called only then (a validation batch is drawn only when used). Returns the weight step's loss."""
+        loss = self.weight_step(*batch)
+        self.step += 1
+        if self.step % self.config.arch_update_every == 0:
+            self.arch_step(*val_batch())
+        return loss
 
     def _on_device(self, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         images = images.to(self.device, non_blocking=True)
@@ -113,17 +172,23 @@ class ProxylessSearch:
         """backward + step, through the fp16 loss scaler when there is one (it skips steps with inf gradients)."""
         if scaler is None:
             loss.backward()
+            self._average_gradients(optimizer)
             optimizer.step()
             return
         scaler.scale(loss).backward()
+        self._average_gradients(optimizer)  # scaled grads: every rank then sees the same infs and skips alike
         scaler.step(optimizer)
         scaler.update()
+
+    def _average_gradients(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.world.distributed:
+            average_gradients([p for group in optimizer.param_groups for p in group["params"]], self.world)
 
     def weight_step(self, images: torch.Tensor, labels: torch.Tensor, pinned: dict[str, int] | None = None) -> torch.Tensor:
         self.bank.resample("weight", self.generator, pinned)
         images, labels = self._on_device(images, labels)
         with autocast(self.precision, self.device):
-            loss = F.cross_entropy(self.model(images), labels)
+            loss = self.criterion(self.model(images), labels)
         self.weight_optimizer.zero_grad(set_to_none=True)
         self._step(loss, self.weight_optimizer, self.weight_scaler)
         return loss.detach()
@@ -136,7 +201,7 @@ class ProxylessSearch:
             parameter.requires_grad_(False)
         try:
             with autocast(self.precision, self.device):
-                loss = F.cross_entropy(self.model(images), labels)
+                loss = self.criterion(self.model(images), labels)
             if self.config.flops_penalty:  # outside autocast: the penalty stays in fp32
                 loss = loss + self.config.flops_penalty * expected_gflops(self.bank, self.candidate_flops)
             self.arch_optimizer.zero_grad(set_to_none=True)
@@ -178,6 +243,9 @@ class ProxylessSearch:
             correct += (logits.argmax(1) == labels).sum()
             count += labels.numel()
         self.model.train()
+        if self.world.distributed:  # each rank saw its own shard of the split
+            correct, loss, total = all_reduce_sums([correct, loss, torch.tensor(float(count), device=self.device)])
+            count = int(total)
         return {"val_accuracy": float(correct) / max(1, count), "val_loss": float(loss) / max(1, count)}
 
     def _set_lr(self) -> None:

@@ -54,13 +54,21 @@ class ProxylessSettings(DataSettings):
     exit_patience: int = 0  # stop when the argmax held this many epochs (and entropy is low); 0 = off
     exit_entropy: float = 0.5
     retrain_schedule: Literal["cosine", "none"] = "cosine"
+    # top_architectures.json lists the k most probable paths under the final gates (argmax first), so a
+    # runner-up can be exported (`resnas export --top`) without searching again.
+    top_k: int = 5
+    # Data-parallel search ranks (proxyless.distributed): None = one per visible GPU (NNI's trialGpuNumber k
+    # gives the trial k), 1 on the CPU; k > 1 without GPUs runs k gloo ranks on the CPU. torchrun's world wins.
+    world_size: int | None = None
 
     def check(self, where: str) -> None:
         require_choice(self.scope, (*SCOPE_NAMES, BASELINE_SCOPE), "scope", where)
         super().check(where)
-        for name in ("search_epochs", "retrain_epochs", "arch_update_every"):
+        for name in ("search_epochs", "retrain_epochs", "arch_update_every", "top_k"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{where}: {name} must be at least 1, got {getattr(self, name)}.")
+        if self.world_size is not None and self.world_size < 1:
+            raise SettingsError(f"{where}: world_size must be at least 1 (or null: one rank per GPU), got {self.world_size}.")
         if self.width_multiplier <= 0:
             raise SettingsError(f"{where}: width_multiplier must be positive, got {self.width_multiplier}.")
         self._check_kernels_fit(where)

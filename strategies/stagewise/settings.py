@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..data import Augment, DataSettings
-from ..settings import SettingsError, choices, parse_settings
+from ..settings import ArtifactSettings, SettingsError, choices, parse_settings
 from .importance import CRITERIA, Criterion
 
 # Which candidates get the paper's extra epochs: "every" iteration's grown net (Table III's it=1..5 rows), or
@@ -18,7 +18,7 @@ EXTENDS = choices(Extend)
 
 
 @dataclass(frozen=True)
-class StagewiseSettings(DataSettings):
+class StagewiseSettings(ArtifactSettings, DataSettings):
     dataset: str = "cifar10"
     augment: Augment = "default"  # CIFAR: pad-4 random crops + horizontal flips, as in the authors' code
     batch_size: int = 128

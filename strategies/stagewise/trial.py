@@ -10,6 +10,7 @@ import torch
 from safetensors.torch import load_file
 
 from search_spaces.builder import build_model
+from search_spaces.model_card import ModelCard
 from search_spaces.spec import ArchSpec, cifar_resnet_spec
 from trainers import ClassificationDataModule, OptimConfig, evaluate, training_device
 from trainers.views import with_transform
@@ -29,6 +30,10 @@ from .donor import EXPORT_WEIGHTS_FILE, donor_files, donor_spec, transferred_wei
 from .features import pooled_stage_features
 from .importance import stage_importance
 from .settings import StagewiseSettings
+
+
+CARD = ModelCard(method="stagewise", method_description="Stage-wise depth search (Jordao et al., Stage-Wise NAS): "
+                 "stages of a CIFAR ResNet grown while their PLS importance scores rise over the current net's")
 
 
 def run_stagewise_trial(parameters: dict[str, Any], output_dir: Path, reporter: Reporter) -> dict[str, Any]:
@@ -113,7 +118,7 @@ def _extension(parameters: dict[str, Any], settings: StagewiseSettings, datamodu
     result = {"val_accuracy": evaluate(model, datamodule, split="val")["accuracy"], "depths": list(spec.depths),
               "source_job": parameters.get("source_job"), "extra_epochs": extra_epochs, **cost_facts(spec, settings)}
     if parameters["kind"] == "final":
-        result.update(test_and_export(model, spec, datamodule, settings, out_dir))
+        result.update(test_and_export(model, spec, datamodule, settings, out_dir, card=CARD))
         result.update(_start_net_facts(parameters["start"], settings, datamodule))
     else:
         result["test_accuracy"] = evaluate(model, datamodule, split="test")["accuracy"]
