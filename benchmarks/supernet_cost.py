@@ -192,14 +192,7 @@ def hub_row(args, x: torch.Tensor, y: torch.Tensor) -> dict:
                 for label, values in strategy.bank.candidate_values.items()}
         with model_context(path):
             plain = Plain(hub_space(args))
-        steps = {
-            "plain": lambda: plain.weight_step(x, y),
-            "ours_weight": lambda: ours.weight_step(path, x, y),
-            "ours_arch": lambda: ours.arch_step(path, x, y),
-            "nni_weight": lambda: stock.weight_step(path, x, y),
-            "nni_arch": lambda: stock.arch_step(path, x, y),
-        }
-        t_plain, t_ours_w, t_ours_a, t_stock_w, t_stock_a = interleaved(steps, args.rounds).values()
+        t_plain, t_ours_w, t_ours_a, t_stock_w, t_stock_a = time_path(plain, ours, stock, path, x, y, args.rounds)
         rows.append({"weight": t_ours_w / t_plain, "arch": t_ours_a / t_plain, "nni_weight": t_stock_w / t_plain,
                      "nni_arch": t_stock_a / t_plain, "weight_speedup": t_stock_w / t_ours_w,
                      "arch_speedup": t_stock_a / t_ours_a})
@@ -217,6 +210,18 @@ def hub_row(args, x: torch.Tensor, y: torch.Tensor) -> dict:
         "weight_speedup_vs_nni": median["weight_speedup"],
         "arch_speedup_vs_nni": median["arch_speedup"],
     }
+
+
+def time_path(plain, ours, stock, path: dict, x: torch.Tensor, y: torch.Tensor, rounds: int) -> tuple[float, ...]:
+    """Seconds per step of one path, interleaved: plain, ours weight, ours arch, NNI weight, NNI arch."""
+    steps = {
+        "plain": lambda: plain.weight_step(x, y),
+        "ours_weight": lambda: ours.weight_step(path, x, y),
+        "ours_arch": lambda: ours.arch_step(path, x, y),
+        "nni_weight": lambda: stock.weight_step(path, x, y),
+        "nni_arch": lambda: stock.arch_step(path, x, y),
+    }
+    return tuple(interleaved(steps, rounds).values())
 
 
 def interleaved(steps: dict, rounds: int) -> dict[str, float]:
@@ -262,14 +267,7 @@ def main() -> None:
         path: dict = {}
         space.random(memo=path)
         plain = Plain(build_model(space.to_spec(path)))
-        steps = {
-            "plain": lambda: plain.weight_step(x, y),
-            "ours_weight": lambda: ours.weight_step(path, x, y),
-            "ours_arch": lambda: ours.arch_step(path, x, y),
-            "nni_weight": lambda: stock.weight_step(path, x, y),
-            "nni_arch": lambda: stock.arch_step(path, x, y),
-        }
-        t_plain, t_ours_w, t_ours_a, t_stock_w, t_stock_a = interleaved(steps, args.rounds).values()
+        t_plain, t_ours_w, t_ours_a, t_stock_w, t_stock_a = time_path(plain, ours, stock, path, x, y, args.rounds)
         rows.append(
             {
                 "weight": t_ours_w / t_plain,

@@ -105,7 +105,7 @@ def test_two_gloo_ranks_agree_and_match_one_rank_with_the_joint_batch(tmp_path):
     finally:
         torch.set_num_threads(threads)
         join_ranks(ranks)
-    rank1 = torch.load(tmp_path / "rank1.pt")
+    rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     for key in rank0:  # bit-identical supernets: same alphas, weights and argmax on both ranks
         assert torch.equal(rank0[key], rank1[key]), key
     assert reference.keys() == rank0.keys()  # the hand-gated ranks hold the NNI space's supernet

@@ -109,7 +109,17 @@ class GateBank(nn.Module):
                 self.evaluated[label] = list(range(len(self.candidate_values[label])))
 
 
-class BinaryGateChoice(nn.Module):
+class _BankMember(nn.Module):
+    """A gate that reads its label's state from the shared GateBank."""
+
+    _bank: list[GateBank]  # a list so the bank is not registered as a submodule of every gate
+
+    @property
+    def bank(self) -> GateBank:
+        return self._bank[0]
+
+
+class BinaryGateChoice(_BankMember):
     """Stands in for one NNI LayerChoice: candidates keep their names, the decision lives in the bank."""
 
     def __init__(self, label: str, names: list, candidates: list[nn.Module], bank: GateBank):
@@ -117,11 +127,7 @@ class BinaryGateChoice(nn.Module):
         self.label = label
         self.names = list(names)
         self.candidates = nn.ModuleList(candidates)
-        self._bank = [bank]  # a list so the bank is not registered as a submodule of every gate
-
-    @property
-    def bank(self) -> GateBank:
-        return self._bank[0]
+        self._bank = [bank]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bank = self.bank
@@ -165,7 +171,7 @@ class _BinaryGateGradient(torch.autograd.Function):
         return (grad_alpha, None, None, grad_output) + (None,) * len(others)
 
 
-class BinaryGateRepeat(nn.Module):
+class BinaryGateRepeat(_BankMember):
     """Stands in for one NNI Repeat whose depth is one choice: the first `depth` blocks, the depth from the bank.
 
     In the arch phase the evaluated depths' outputs all come from one pass through the deepest of them; the
@@ -178,10 +184,6 @@ class BinaryGateRepeat(nn.Module):
         self.depths = list(depths)
         self.blocks = nn.ModuleList(blocks)
         self._bank = [bank]
-
-    @property
-    def bank(self) -> GateBank:
-        return self._bank[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bank = self.bank
