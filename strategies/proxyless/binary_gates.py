@@ -61,6 +61,14 @@ class GateBank(nn.Module):
         probs = self.padded_probabilities()
         return {label: probs[row, : len(self.candidate_values[label])].tolist() for row, label in enumerate(self.labels)}
 
+    def ranking_probabilities(self) -> dict[str, dict]:
+        """{label: {candidate value: probability}}, softmax in float64: float32 can round two different alphas to
+        one probability, and a top-k ranking must keep the argmax (the alphas' order) first."""
+        with torch.no_grad():
+            return {label: dict(zip(self.candidate_values[label],
+                                    torch.softmax(self.alpha[label].detach().double().cpu(), 0).tolist()))
+                    for label in self.labels}
+
     def argmax_indices(self) -> dict[str, int]:
         with torch.no_grad():
             indices = torch.stack([self.alpha[label].argmax() for label in self.labels]).tolist()

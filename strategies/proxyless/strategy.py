@@ -111,7 +111,7 @@ class ProxylessStrategy(OneShotStrategy):
     # ---- results --------------------------------------------------------------------------------------
     def export_probs(self) -> dict[str, dict[Any, float]]:
         """{label: {value: probability}}, in float64 from the alphas (NNI's export_probs format)."""
-        return gate_probabilities(self._bank())
+        return self._bank().ranking_probabilities()
 
     def top_architectures(self, top_k: int = 1) -> list[RankedArchitecture]:
         """The top_k most probable architectures, argmax first, each with its probability: the product over
@@ -216,7 +216,7 @@ class ProxylessModule(BaseOneShotLightningModule):
         return self.gates.argmax_sample()
 
     def export_probs(self) -> dict[str, dict[Any, float]]:
-        return gate_probabilities(self.gates)
+        return self.gates.ranking_probabilities()
 
 
 class SupernetPath(RawFormatModelSpace):
@@ -246,15 +246,6 @@ def freeze_path(supernet: nn.Module, sample: dict[str, Any]) -> nn.Module:
         return view
 
     return copy.deepcopy(path(supernet))
-
-
-def gate_probabilities(bank: GateBank) -> dict[str, dict[Any, float]]:
-    """Float64 softmax of the alphas: float32 can round two different alphas to one probability, and the
-    ranking must keep the argmax (the alphas' order) first."""
-    with torch.no_grad():
-        return {label: dict(zip(bank.candidate_values[label],
-                                torch.softmax(bank.alpha[label].detach().double().cpu(), 0).tolist()))
-                for label in bank.labels}
 
 
 def _pair(batch: Any) -> tuple[torch.Tensor, torch.Tensor]:

@@ -127,23 +127,13 @@ def proxyless_card(settings: ProxylessSettings, notes: tuple[str, ...] = ()) -> 
     return ModelCard(method="proxyless", method_description=description, notes=notes)
 
 
-def gate_probabilities(search: ProxylessSearch) -> dict[str, dict[str, float]]:
-    """{label: {candidate: probability}} in float64 from the alphas: float32 softmax can round two different
-    alphas to one probability, and the ranking must keep the argmax (the alphas' order) first."""
-    bank = search.bank
-    with torch.no_grad():
-        return {label: dict(zip(bank.candidate_values[label],
-                                torch.softmax(bank.alpha[label].detach().double().cpu(), 0).tolist()))
-                for label in bank.labels}
-
-
 def write_top_architectures(output_dir: Path, space, search: ProxylessSearch,
                             settings: ProxylessSettings) -> list[RankedArchitecture]:
     """top_architectures.json: the top_k paths with their ArchSpecs, and what exporting one needs without NNI
     (the supernet file, which gate module holds which label, the candidates' order, the trial's settings)."""
     from .binary_gates import BinaryGateChoice
 
-    probabilities = gate_probabilities(search)
+    probabilities = search.bank.ranking_probabilities()
     ranked = top_k_architectures(probabilities, settings.top_k)
     if ranked[0].sample != search.argmax_sample():  # equal alphas tie; both orders then take the first candidate
         logger.warning("the most probable path differs from the argmax; the trial retrains the argmax")
