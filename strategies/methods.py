@@ -3,7 +3,8 @@ trial's parameters go to, which figure it draws. Trial dispatch, config validati
 in-process search all read METHODS.
 
 Adding a method: one package (settings, tuner, trial, plot; its `__init__` torch-free, exporting the tuner,
-the classArgs parser and `run_trial`), one line below, a YAML under nni_configs/ and tests.
+the classArgs parser and `run_trial`), one line below, a YAML under nni_configs/ and tests. A method without a
+resnas tuner (`sampled`: NNI's built-in tuners sample its networks) registers only its trial runner.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from . import hill_climbing, layer_pruning, proxyless, stagewise
+from . import hill_climbing, layer_pruning, proxyless, sampled, stagewise
 from .plotting import Figure
 from .reporting import Reporter
 
@@ -22,14 +23,16 @@ Runner = Callable[[dict[str, Any], Path, Reporter], dict[str, Any]]
 @dataclass(frozen=True)
 class Method:
     name: str  # what trial parameters carry as "method"
-    tuner: type  # the NNI customized tuner (tuner.className in a config)
-    parse_class_args: Callable[[dict[str, Any] | None, str], Any]  # classArgs -> typed settings, or SettingsError
     run_trial: Runner  # parameters, output folder, reporter -> final metrics; imports the trial code on call
+    tuner: type | None = None  # the NNI customized tuner (tuner.className in a config); None: NNI's built-in ones
+    parse_class_args: Callable[[dict[str, Any] | None, str], Any] | None = None  # classArgs -> typed settings
     legacy_tuner_paths: tuple[str, ...] = ()  # class paths of experiments created before the method packages
 
     @property
-    def tuner_path(self) -> str:
+    def tuner_path(self) -> str | None:
         """How configs name the tuner: the package and the class (strategies.proxyless.ProxylessTuner)."""
+        if self.tuner is None:
+            return None
         return f"{self.tuner.__module__.rsplit('.', 1)[0]}.{self.tuner.__name__}"
 
     @property
@@ -42,26 +45,31 @@ def _registry(*methods: Method) -> dict[str, Method]:
     for method in methods:
         if method.name in registry:
             raise ValueError(f"method {method.name!r} is registered twice; give each method its own name.")
-        if method.tuner.method != method.name:
+        if method.tuner is not None and method.tuner.method != method.name:
             raise ValueError(f"{method.tuner.__name__}.method is {method.tuner.method!r}, not {method.name!r}.")
         registry[method.name] = method
     return registry
 
 
 METHODS: dict[str, Method] = _registry(
-    Method("proxyless", proxyless.ProxylessTuner, proxyless.parse_tuner_args, proxyless.run_trial,
+    Method("proxyless", proxyless.run_trial, proxyless.ProxylessTuner, proxyless.parse_tuner_args,
            legacy_tuner_paths=("strategies.proxyless_tuner.ProxylessTuner",)),
-    Method("hill_climbing", hill_climbing.HillClimbingTuner, hill_climbing.parse_hill_climbing_args,
-           hill_climbing.run_trial, legacy_tuner_paths=("strategies.hill_climbing_tuner.HillClimbingTuner",)),
-    Method("layer_pruning", layer_pruning.LayerPruningTuner, layer_pruning.parse_layer_pruning_args,
-           layer_pruning.run_trial, legacy_tuner_paths=("strategies.layer_pruning_tuner.LayerPruningTuner",)),
-    Method("stagewise", stagewise.StagewiseTuner, stagewise.parse_stagewise_args, stagewise.run_trial),
+    Method("hill_climbing", hill_climbing.run_trial, hill_climbing.HillClimbingTuner,
+           hill_climbing.parse_hill_climbing_args,
+           legacy_tuner_paths=("strategies.hill_climbing_tuner.HillClimbingTuner",)),
+    Method("layer_pruning", layer_pruning.run_trial, layer_pruning.LayerPruningTuner,
+           layer_pruning.parse_layer_pruning_args,
+           legacy_tuner_paths=("strategies.layer_pruning_tuner.LayerPruningTuner",)),
+    Method("stagewise", stagewise.run_trial, stagewise.StagewiseTuner, stagewise.parse_stagewise_args),
+    Method(sampled.METHOD, sampled.run_trial),
 )
 
 
 def method_of_tuner(class_path: str) -> Method | None:
     """The method whose tuner a config names: by its package path, its module path or a legacy path."""
     for method in METHODS.values():
+        if method.tuner is None:
+            continue
         module_path = f"{method.tuner.__module__}.{method.tuner.__name__}"
         if class_path in (method.tuner_path, module_path, *method.legacy_tuner_paths):
             return method

@@ -12,7 +12,7 @@ from search_spaces import ArchSpec, nash_start_spec
 from search_spaces.edits.morphism_ops import Morphism, apply_to_spec
 from strategies.hill_climbing import HillClimbingTuner, parse_hill_climbing_args
 from strategies.hill_climbing.tuner import random_walk_choice
-from strategies.multi_trial import search_locally
+from strategies.local_search import search_locally
 from strategies.settings import SettingsError
 from tuner_driver import fail, issue_all_with_ids as issue_all
 

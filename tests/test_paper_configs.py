@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from strategies.multi_trial import search_locally
+from strategies.local_search import search_locally
 from strategies.reporting import PrintReporter
 from strategies.trial import run_trial
 from trainers.datasets import DATASETS, DatasetEntry

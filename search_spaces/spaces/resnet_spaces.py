@@ -1,12 +1,9 @@
 """NNI model spaces over the ResNet family, each with `to_spec(sample) -> ArchSpec`.
 
-NNI's magic (ModelSpace, LayerChoice, Repeat) stays in this package: the rest of resnas sees ArchSpecs.
+NNI's magic (ModelSpace, LayerChoice, Repeat) stays in this package: the rest of resnas sees ArchSpecs. The
+decisions themselves (labels, candidates, the spec a sample names) are torch-free in search_spaces/choices.py;
+each space holds its `choices` and builds the modules around them.
 
-- Labels are named by position without dots ("layer3_2_kernel", "layer2_depth"): NNI's DARTS registers
-  labels as parameter names and refuses a dot.
-- A sample is what NNI 3.0 strategies export: {label: value}; a kernel value is the candidate name "k3"/"k5",
-  an activation value its name ("mish"), a depth an int. Extra keys are ignored: NNI's Proxyless adds its
-  own per-block gates ("layer2_depth/in_repeat_1": "0"/"1") beside the depth label.
 - Every module that holds weights keeps the name the builder gives it (`layer3.2.conv2` is the LayerChoice
   holding the candidates; a frozen Repeat is a Sequential named like a builder Stage), so the state dict
   of `space.freeze(sample)` loads strictly into `build_model(space.to_spec(sample))`.
@@ -16,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import warnings
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -28,16 +24,11 @@ from torch import nn  # noqa: E402
 
 from ..blocks import Bottleneck, activation_layer, build_block, conv2d  # noqa: E402
 from ..builder import Stage, add_head, add_stem, forward_features, forward_head, init_resnet_weights  # noqa: E402
+from ..choices import DEPTH_BLOCKS, ChoiceLabels, DepthChoices, ScopeChoices, kernel_name  # noqa: E402
 from ..scopes import ACTIVATION_CANDIDATES, KERNEL_CANDIDATES, SCOPES  # noqa: E402
-from ..spec import STEMS, ArchSpec, HeadSpec, SpecError, StageSpec, residual_stage, resnet_spec  # noqa: E402
+from ..spec import ArchSpec, SpecError  # noqa: E402
 
-DEPTH_BLOCKS: tuple[str, ...] = ("basic", "bottleneck")  # the block kinds spec.residual_stage lays out
-ChoiceLabels = list[tuple[str, list[Any]]]
-
-
-def kernel_name(kernel_size: int) -> str:
-    """The LayerChoice candidate name (and sample value) of a middle-conv kernel size."""
-    return f"k{kernel_size}"
+__all__ = ["DEPTH_BLOCKS", "ChoiceLabels", "DepthResNet", "ScopedResNet50", "candidate_activation", "kernel_name"]
 
 
 def candidate_activation(name: str) -> nn.Module:
@@ -45,15 +36,6 @@ def candidate_activation(name: str) -> nn.Module:
     # Proxyless re-runs the others on the saved input in backward, so an in-place ReLU would feed relu(x)
     # to the other candidates. Same function and parameters as the builder's in-place ReLU.
     return activation_layer(name)()
-
-
-def _sample_value(sample: dict, label: str, values: list, where: str) -> Any:
-    if label not in sample:
-        raise SpecError(f"the sample has no value for {label!r}; sample every label of {where}.choice_labels().")
-    value = sample[label]
-    if value not in values:
-        raise SpecError(f"{label}={value!r} is not a candidate of this {where}; use one of {values}.")
-    return value
 
 
 class ScopedResNet50(ModelSpace):
@@ -76,21 +58,14 @@ class ScopedResNet50(ModelSpace):
         in_channels: int = 3,
     ):
         super().__init__()
-        if scope not in SCOPES:
-            raise SpecError(f"unknown search scope {scope!r}; use one of s, m, l, f (last 1, 2, 3 or all 4 stages).")
         for activation in activations:
             activation_layer(activation)  # unknown names raise with the valid list
-        for kernel in kernels:
-            if not isinstance(kernel, int) or kernel < 1 or kernel % 2 == 0:
-                raise SpecError(f"kernel size {kernel!r} must be a positive odd integer (1, 3, 5, 7).")
-        if not kernels or not activations:
-            raise SpecError("a ScopedResNet50 needs at least one kernel and one activation candidate.")
+        self.choices = ScopeChoices.resnet50(scope, num_classes, stem, width_multiplier, in_channels, tuple(kernels),
+                                             tuple(activations))
         self.scope = scope
-        self.kernels = tuple(kernels)
-        self.activations = tuple(activations)
-        self.base_spec = resnet_spec(
-            50, num_classes=num_classes, stem=stem, width_multiplier=width_multiplier, in_channels=in_channels
-        )
+        self.kernels = self.choices.kernels
+        self.activations = self.choices.activations
+        self.base_spec = self.choices.base_spec
         add_stem(self, self.base_spec)
         channels = self.base_spec.stem.out_channels
         self.stage_names = []
@@ -121,29 +96,11 @@ class ScopedResNet50(ModelSpace):
 
     def choice_labels(self) -> ChoiceLabels:
         """(label, candidate values) of every decision, in forward order: kernel then activation per block."""
-        labels = []
-        for stage_index, block_index, _ in self._searched_blocks():
-            prefix = f"layer{stage_index}_{block_index}"
-            labels.append((f"{prefix}_kernel", [kernel_name(k) for k in self.kernels]))
-            labels.append((f"{prefix}_act", list(self.activations)))
-        return labels
-
-    def _searched_blocks(self):
-        for stage_index, block_index, block in self.base_spec.iter_blocks():
-            if stage_index in SCOPES[self.scope]:
-                yield stage_index, block_index, block
+        return self.choices.choice_labels()
 
     def to_spec(self, sample: dict) -> ArchSpec:
         """The ArchSpec of the path `sample` (label -> candidate name) picks."""
-        spec = self.base_spec
-        kernels = {kernel_name(k): k for k in self.kernels}
-        for stage_index, block_index, block in self._searched_blocks():
-            prefix = f"layer{stage_index}_{block_index}"
-            kernel = _sample_value(sample, f"{prefix}_kernel", list(kernels), "ScopedResNet50")
-            activation = _sample_value(sample, f"{prefix}_act", list(self.activations), "ScopedResNet50")
-            block = replace(block, kernel_size=kernels[kernel], activation=activation)
-            spec = spec.replace_block(stage_index, block_index, block)
-        return spec
+        return self.choices.to_spec(sample)
 
 
 class DepthResNet(ModelSpace):
@@ -168,24 +125,11 @@ class DepthResNet(ModelSpace):
         in_channels: int = 3,
     ):
         super().__init__()
-        if block not in DEPTH_BLOCKS:
-            raise SpecError(f"unknown block {block!r}; use one of {', '.join(DEPTH_BLOCKS)}.")
-        if stem not in STEMS:
-            raise SpecError(f"unknown stem {stem!r}; use one of {', '.join(STEMS)}.")
-        self.depth_ranges = tuple((int(low), int(high)) for low, high in depth_ranges)
-        if not self.depth_ranges:
-            raise SpecError("a DepthResNet needs at least one stage; give one (min, max) depth per stage.")
-        for stage_index, (low, high) in enumerate(self.depth_ranges, start=1):
-            if not 0 <= low <= high or high < 1:
-                raise SpecError(
-                    f"layer{stage_index}: depth range ({low}, {high}) must satisfy 0 <= min <= max and max >= 1."
-                )
-        base = max(1, round(64 * width_multiplier))
-        widths = tuple(widths) if widths is not None else tuple(base * 2**i for i in range(len(self.depth_ranges)))
-        if len(widths) != len(self.depth_ranges):
-            raise SpecError(f"{len(widths)} widths for {len(self.depth_ranges)} stages; give one width per stage.")
+        self.choices = DepthChoices.resnet(depth_ranges, block, widths, num_classes, stem, width_multiplier,
+                                           in_channels)
+        self.depth_ranges = self.choices.depth_ranges
         self.block = block
-        self.base_spec = self._widest_spec(block, widths, num_classes, stem, in_channels)
+        self.base_spec = self.choices.base_spec
 
         add_stem(self, self.base_spec)
         self.stage_names = []
@@ -208,16 +152,6 @@ class DepthResNet(ModelSpace):
         add_head(self, self.base_spec)
         init_resnet_weights(self)
 
-    def _widest_spec(
-        self, block: str, widths: tuple[int, ...], num_classes: int, stem: str, in_channels: int
-    ) -> ArchSpec:
-        stem_spec = replace(STEMS[stem], out_channels=widths[0])
-        stages, channels = [], widths[0]
-        for index, ((_, high), planes) in enumerate(zip(self.depth_ranges, widths)):
-            stages.append(residual_stage(block, high, channels, planes, stride=1 if index == 0 else 2))
-            channels = stages[-1].blocks[-1].out_channels
-        return ArchSpec(stem=stem_spec, stages=tuple(stages), head=HeadSpec(num_classes), in_channels=in_channels)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return forward_head(self, forward_features(self, x))
 
@@ -231,22 +165,11 @@ class DepthResNet(ModelSpace):
 
     def choice_labels(self) -> ChoiceLabels:
         """(label, candidate depths) of every variable stage, in forward order."""
-        return [
-            (f"layer{index}_depth", list(range(low, high + 1)))
-            for index, (low, high) in enumerate(self.depth_ranges, start=1)
-            if low != high
-        ]
+        return self.choices.choice_labels()
 
     def to_spec(self, sample: dict) -> ArchSpec:
         """The ArchSpec of the sampled depths (label -> int); fixed stages keep their depth."""
-        depths = [high for _, high in self.depth_ranges]
-        for label, values in self.choice_labels():
-            depths[int(label[len("layer") : -len("_depth")]) - 1] = _sample_value(sample, label, values, "DepthResNet")
-        stages = tuple(
-            StageSpec(blocks=stage.blocks[:depth], pool=stage.pool)
-            for stage, depth in zip(self.base_spec.stages, depths)
-        )
-        return replace(self.base_spec, stages=stages)
+        return self.choices.to_spec(sample)
 
 
 @functools.cache  # one class, built on first use: the one-shot package imports Lightning, which tuners never need

@@ -1,5 +1,5 @@
 """`resnas`: validate, create / resume (through nnictl, on 127.0.0.1, behind a token), stop, status, quickstart,
-export, plot.
+export, plot, space.
 
 Each subcommand is a Command(add_arguments, run, help) in COMMANDS; export and plot live in their own
 modules. Errors a user can cause print one line and exit 2 (errors.UserError and the known error types).
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from . import export, plot
+from . import export, plot, space
 from .errors import USER_ERROR, UserError
 
 QUICKSTART_CONFIG = Path(__file__).resolve().parents[2] / "nni_configs" / "quickstart.yml"
@@ -227,6 +227,7 @@ COMMANDS: dict[str, Command] = {
     "quickstart": Command(_quickstart_arguments, _quickstart, "run nni_configs/quickstart.yml end to end"),
     "export": Command(export.add_arguments, export.run, export.HELP),
     "plot": Command(plot.add_arguments, plot.run, plot.HELP),
+    "space": Command(space.add_arguments, space.run, space.HELP),
 }
 
 

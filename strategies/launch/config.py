@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from .builtin_tuner import builtin_tuner_problem
 from .data_files import data_files_problem
 from .trial_command import trial_command_problem
 
@@ -252,6 +253,10 @@ def load_experiment_config(
     problem = trial_command_problem(path, canonical, tuner.get("className") if method else None, local)
     if problem:
         raise ConfigError(problem)
+    if tuner.get("name"):  # NNI's built-in tuner on a resnas space: the settings file stands in for classArgs
+        problem, settings = builtin_tuner_problem(path, canonical)
+        if problem:
+            raise ConfigError(problem)
     if check_gpus:
         sentence = _gpu_sentence(path, canonical)
         if sentence is not None:

@@ -92,18 +92,10 @@ def run_proxyless_trial(parameters: dict[str, Any], output_dir: Path, reporter: 
 def retrain(spec: ArchSpec, settings: ProxylessSettings, datamodule, checkpoint_path: Path):
     """(model, FitResult): `spec` trained from scratch with the weight settings, saved to checkpoint_path."""
     model = build_model(spec)
-    optim = OptimConfig(
-        optimizer="sgd",
-        lr=settings.lr,
-        momentum=settings.momentum,
-        nesterov=True,
-        weight_decay=settings.weight_decay,
-        schedule=settings.retrain_schedule,
-    )
     fitted = fit(
         model,
         datamodule,
-        optim,
+        retrain_optim(settings),
         settings.retrain_epochs,
         seed=settings.seed,
         limit_train_batches=settings.limit_train_batches,
@@ -114,6 +106,12 @@ def retrain(spec: ArchSpec, settings: ProxylessSettings, datamodule, checkpoint_
         tensorboard_dir=trial_tensorboard_dir("retrain"),
     )
     return model, fitted
+
+
+def retrain_optim(settings: ProxylessSettings) -> OptimConfig:
+    """The paper's weight optimiser for the retrain: SGD with Nesterov momentum, cosine over retrain_epochs."""
+    return OptimConfig(optimizer="sgd", lr=settings.lr, momentum=settings.momentum, nesterov=True,
+                       weight_decay=settings.weight_decay, schedule=settings.retrain_schedule)
 
 
 def proxyless_card(settings: ProxylessSettings, notes: tuple[str, ...] = ()) -> ModelCard:

@@ -1,10 +1,13 @@
 """Run a multi-trial search in this process, one job after another, without the NNI manager (notebooks).
 
-    from strategies.multi_trial import search_locally
+    from strategies.local_search import search_locally
     summary = search_locally("hill_climbing", "runs/nash", dataset="digits", image_size=16, n_steps=2)
 
 The tuner and the trials are the same code the nnictl path runs; only the scheduling differs (sequential,
 no dashboard). The state file makes it resumable the same way: call it again with the same folder.
+
+It sits above the registry (strategies.methods), which imports every method package and so the multi-trial
+base they build on: inside multi_trial/ it would read the registry from below, an import circle.
 """
 
 from __future__ import annotations
@@ -15,16 +18,17 @@ from typing import Any
 
 import nni
 
-from ..reporting import PrintReporter
-from .tuner import MultiTrialTuner
+from .methods import METHODS
+from .multi_trial.tuner import MultiTrialTuner
+from .reporting import PrintReporter
+from .trial import run_trial
 
 logger = logging.getLogger(__name__)
 
 
 def tuner_class(method: str) -> type[MultiTrialTuner]:
-    from ..methods import METHODS
-
-    multi_trial = [name for name, record in METHODS.items() if issubclass(record.tuner, MultiTrialTuner)]
+    multi_trial = [name for name, record in METHODS.items()
+                   if record.tuner is not None and issubclass(record.tuner, MultiTrialTuner)]
     if method not in multi_trial:
         raise ValueError(f"unknown multi-trial method {method!r}; use one of {', '.join(multi_trial)}.")
     return METHODS[method].tuner
@@ -32,8 +36,6 @@ def tuner_class(method: str) -> type[MultiTrialTuner]:
 
 def run_tuner_locally(tuner: MultiTrialTuner) -> dict[str, Any] | None:
     """Issue, run and report every job until the tuner finishes; a failing job is skipped like in NNI."""
-    from ..trial import run_trial  # the registry imports every method package, this one's tuners among them
-
     parameter_id = 0
     while not tuner.state["finished"]:
         try:
