@@ -4,9 +4,11 @@
     timm.create_model('local-dir:EXPORT', pretrained=True)                        # an exported folder
     timm.create_model('local-dir:EXPORT', pretrained=True, num_classes=3)         # new head, rest loaded
     timm.create_model('local-dir:EXPORT', pretrained=True, features_only=True)    # stem + every stage
+    timm.create_model('local-dir:EXPORT', pretrained=True, num_classes=0, global_pool='')  # unpooled maps
 
 Built through timm's `build_model_with_cfg`, so pretrained loading, classifier replacement, input-channel
-adaptation and the feature wrappers are timm's own.
+adaptation and the feature wrappers (`feature_cls='getter'` included) are timm's own; the model API itself
+(forward_intermediates, gradient checkpointing, group_matcher, TorchScript) is ResNasNet's, builder.py.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, register_model
 
-from .builder import ResNasNet
+from .builder import ResNasNet, global_pool_layer
 from .spec import ArchSpec
 
 ENTRY_POINT = "resnas_net"
@@ -47,8 +49,8 @@ def _build_resnas_net(
             f"resnas_net does not support {', '.join(unknown)}; it accepts num_classes, in_chans, "
             f"{', '.join(_ACCEPTED)}, features_only and out_indices."
         )
-    if kwargs.get("global_pool", "avg") != "avg":
-        raise ValueError(f"resnas_net pools by average only; drop global_pool={kwargs['global_pool']!r}.")
+    global_pool = kwargs.get("global_pool", "avg")
+    global_pool_layer(global_pool)  # "avg" or "" (unpooled); anything else raises naming those two
     spec = resolve_arch_spec(arch_spec)
     if in_chans is not None and in_chans != spec.in_channels:
         spec = replace(spec, in_channels=in_chans)
@@ -60,8 +62,8 @@ def _build_resnas_net(
         head = replace(head, num_classes=num_classes)
     spec = replace(spec, head=head)  # replace() re-validates through ArchSpec.__post_init__
     model = ResNasNet(spec)
-    if num_classes == 0:
-        model.reset_classifier(0)
+    if num_classes == 0 or global_pool != "avg":
+        model.reset_classifier(0 if num_classes == 0 else model.num_classes, global_pool)
     if kwargs.get("device") is not None or kwargs.get("dtype") is not None:
         model = model.to(device=kwargs.get("device"), dtype=kwargs.get("dtype"))
     return model
