@@ -41,10 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from search_spaces import ScopedResNet50, build_model, resnet_spec  # noqa: E402
+from search_spaces import build_model, resnet_spec  # noqa: E402
 from search_spaces.spec import cifar_resnet_spec  # noqa: E402
-from strategies.proxyless import ProxylessSearchConfig  # noqa: E402
-from strategies.proxyless.search import ProxylessSearch  # noqa: E402
 from trainers import OptimConfig, fit, make_datamodule  # noqa: E402
 from trainers.datasets import DATASETS, DataError, DatasetEntry, DatasetInfo, register_dataset  # noqa: E402
 from trainers.speed import autocast, resolve_channels_last, resolve_precision  # noqa: E402
@@ -131,6 +129,12 @@ def run_fit(model, datamodule, device, precision, channels_last, batches, val_ba
 # ---- the supernet's weight step ---------------------------------------------------------------------------
 class Supernet:
     def __init__(self, width: float, device: torch.device, precision: str, channels_last: bool):
+        # Imported here: NNI's space and the proxyless package need NNI, and gpu_check.py reuses this module's
+        # other functions on a machine without it.
+        from search_spaces import ScopedResNet50
+        from strategies.proxyless import ProxylessSearchConfig
+        from strategies.proxyless.search import ProxylessSearch
+
         torch.manual_seed(0)
         space = ScopedResNet50("m", num_classes=10, stem="cifar", width_multiplier=width)
         self.path: dict = {}
