@@ -1,10 +1,10 @@
 """Architecture descriptions, the model builder, cost, the timm export, NNI model spaces and edits.
 
 Names load on first use (PEP 562, like trainers/__init__.py): `search_spaces.spec` imports no torch (tuners
-read specs inside NNI's dispatcher, which must connect within 10 s), and spec, builder, blocks, cost, export
-and timm_entry import neither NNI nor Lightning (an exported model loads with torch and timm alone). NNI is
-imported only by `search_spaces.spaces`. `import search_spaces.timm_entry` registers the `resnas_net` timm
-entry point.
+read specs inside NNI's dispatcher, which must connect within 10 s; nor does pretrained_sources), and spec,
+builder, blocks, cost, export, timm_entry and timm_import import neither NNI nor Lightning (an exported model
+loads with torch and timm alone). NNI is imported only by `search_spaces.spaces`. `import
+search_spaces.timm_entry` registers the `resnas_net` timm entry point.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from typing import Any
 _NAMES = {
     "builder": ("ResNasNet", "build_model"),
     "cost": ("CostReport", "LayerCost", "measure_cost"),
-    "errors": ("ExportError",),
+    "errors": ("ExportError", "PretrainedError"),
     "export": ("export_to_timm", "load_exported", "plain_timm_resnet"),
     "scopes": ("SCOPES",),
     "spaces": ("DepthResNet", "ScopedResNet50"),
     "spec": ("ArchSpec", "BlockSpec", "HeadSpec", "SpecError", "StageSpec", "StemSpec", "nash_start_spec",
              "resbuilder_start_spec", "resnet_spec"),
     "timm_entry": ("ENTRY_POINT",),
+    "timm_import": ("ImportedNetwork", "import_timm_resnet"),
 }
 _MODULE_OF = {name: module for module, names in _NAMES.items() for name in names}
 __all__ = sorted(_MODULE_OF)

@@ -3,3 +3,8 @@
 
 class ExportError(ValueError):
     """Weights that do not fit the spec, or a destination that cannot be written; one sentence naming the fix."""
+
+
+class PretrainedError(ValueError):
+    """A pretrained network resnas cannot start from (its source, its weights or a variant its blocks cannot
+    express); one sentence naming the fix."""

@@ -5,7 +5,8 @@
                   architecture and how to load it). Upload the folder as it is (huggingface_hub's
                   upload_folder): timm's push_to_hf_hub saves the model anew and writes a generic card.
     resnas.json   `provenance`: resnas version and git commit, the sha256 of the settings the run used,
-                  seed, Python/torch/timm/NNI/Lightning versions; `card`: the ModelCard facts as JSON.
+                  seed, Python/torch/timm/NNI/Lightning versions, the pretrained network the search started
+                  from (if any); `card`: the ModelCard facts as JSON.
 
 The facts come from the caller in one ModelCard record; everything else (cost, data config) from the export.
 No NNI or Lightning import: their versions are read from package metadata.
@@ -30,6 +31,36 @@ LABELS_SHOWN = 20  # a card lists this many class names; config.json's label_nam
 
 
 @dataclass(frozen=True)
+class NetworkOrigin:
+    """Where a pretrained start network came from (search_spaces.timm_import), for the card and resnas.json."""
+
+    source: str  # the setting as given: timm:resnet50.a1_in1k, local-dir:PATH, hf-hub:ID, timm:NAME@FILE
+    architecture: str  # timm's architecture name, e.g. resnet50
+    pretrained_tag: str | None = None  # timm's weight tag (a1_in1k, tv_in1k, ...) when the source names one
+    hf_hub_id: str | None = None  # the Hub repository the weights came from, when they did
+    weights_sha256: str | None = None  # of the weights file read, when there was one on this machine to hash
+    changes: tuple[str, ...] = ()  # what the import changed: a new head, a new first conv
+
+    def describe(self) -> str:
+        """One line: timm resnet50 (a1_in1k) from `timm:resnet50.a1_in1k`, Hub timm/resnet50.a1_in1k, weights
+        sha256 ..., fc re-initialised for 10 classes (was 1000)."""
+        named = f"timm {self.architecture}" + (f" ({self.pretrained_tag})" if self.pretrained_tag else "")
+        parts = [f"{named} from `{self.source}`"]
+        if self.hf_hub_id:
+            parts.append(f"Hub {self.hf_hub_id}")
+        if self.weights_sha256:
+            parts.append(f"weights sha256 {self.weights_sha256}")
+        return ", ".join(parts + list(self.changes))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "changes": list(self.changes)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "NetworkOrigin":
+        return cls(**{**data, "changes": tuple(data.get("changes", ()))})
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """The facts an export cannot read off its weights. Every field is optional: the card says what is known."""
 
@@ -43,12 +74,14 @@ class ModelCard:
     seed: int | None = None
     settings_sha256: str | None = None  # settings_digest() of the settings the run used
     notes: tuple[str, ...] = ()  # further lines: a top-k rank, weights that were not retrained, ...
+    start_origin: NetworkOrigin | None = None  # the pretrained network the search started from, if any
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["method_settings"] = dict(self.method_settings)
         data["label_names"] = list(self.label_names) if self.label_names is not None else None
         data["notes"] = list(self.notes)
+        data["start_origin"] = self.start_origin.to_dict() if self.start_origin is not None else None
         return data
 
 
@@ -75,6 +108,8 @@ def provenance(card: ModelCard) -> dict[str, Any]:
         "timm": timm.__version__,
         "nni": _version("nni"),  # from metadata: importing NNI would take seconds and is never needed here
         "pytorch_lightning": _version("pytorch-lightning"),
+        # The pretrained weights the search started from: its result is only reproducible from the same ones.
+        "start_network": card.start_origin.to_dict() if card.start_origin is not None else None,
     }
 
 
@@ -157,6 +192,8 @@ def render_card(folder: Path, spec: ArchSpec, config: dict[str, Any], card: Mode
              f"- **Provenance:** resnas {origin.get('resnas_version')}, commit {origin.get('git_commit') or 'unknown'}"
              f"{' (with uncommitted changes)' if origin.get('git_dirty') else ''}, settings sha256 "
              f"{card.settings_sha256 or 'not recorded'} (resnas.json has the full record)"]
+    if card.start_origin is not None:
+        body.append(f"- **Started from:** {card.start_origin.describe()}")
     body += [f"- {note}" for note in card.notes]
     body += ["", "## Architecture", "", "```", *describe_architecture(spec), "```", "",
              "`arch_spec.json` holds the full ArchSpec: `search_spaces.build_model` rebuilds the network from it.",
@@ -196,4 +233,5 @@ def _setting(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, tuple, dict, str)) else str(value)
 
 
-__all__ = ["ModelCard", "describe_architecture", "git_commit", "provenance", "render_card", "settings_digest"]
+__all__ = ["ModelCard", "NetworkOrigin", "describe_architecture", "git_commit", "provenance", "render_card",
+           "settings_digest"]

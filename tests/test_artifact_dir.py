@@ -24,7 +24,8 @@ from test_hill_climbing import SMALL, fake_trial
 from tuner_driver import issue_all_with_ids
 
 REPO = Path(__file__).resolve().parents[1]
-MULTI_TRIAL = [name for name, method in METHODS.items() if issubclass(method.tuner, MultiTrialTuner)]
+MULTI_TRIAL = [name for name, method in METHODS.items()
+               if method.tuner is not None and issubclass(method.tuner, MultiTrialTuner)]
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from conftest import worker_port
 from search_spaces.builder import build_model
 from search_spaces.spec import cifar_resnet_spec
 from strategies.cli.space import search_space_text
-from strategies.launch import stop_experiment, wait_for_experiment
+from strategies.launch import wait_for_experiment
 from strategies.launch.config import ConfigError, load_experiment_config
 from strategies.launch.nnictl import free_port
 from strategies.launch.rest import ExperimentHandle, experiment_summary, rest
@@ -207,13 +207,14 @@ def test_nnictl_create_runs_the_random_tuner_on_scope_m_and_exports_the_best_to_
                               "--port", str(port)], capture_output=True, text=True, cwd=REPO, timeout=300,
                              env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
     assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
-    experiment_id = rest(port, "experiment")["id"]
-    handle = ExperimentHandle(experiment_id, port, "127.0.0.1", config, tmp_path / "nni-experiments")
+    handle = ExperimentHandle("", port, "127.0.0.1", config, tmp_path / "nni-experiments")
     try:
+        handle.id = rest(port, "experiment")["id"]
         assert wait_for_experiment(handle, timeout=600) == "DONE"
         summary = experiment_summary(handle)
-    finally:
-        stop_experiment(handle)
+    finally:  # by ID from nnictl's registry, or by port before the ID was known
+        subprocess.run([sys.executable, "-m", "nni.tools.nnictl.nnictl", "stop",
+                        *([handle.id] if handle.id else ["--port", str(port)])], capture_output=True, timeout=120)
     _check_trials(summary, json.loads((REPO / "nni_configs/sampled/scope_m_digits.space.json").read_text()))
     assert _loads_in_timm(summary["export_dir"], channels=1, size=33) == [1, 10]
 

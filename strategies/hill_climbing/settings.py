@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from search_spaces.edits.morphism_ops import DEFAULT_MORPHISM_OPS, MORPHISM_OPS
+from search_spaces.pretrained_sources import SOURCE_FORMS, is_pretrained_source, source_problem
 
 from ..data import Augment, DataSettings
 from ..settings import ArtifactSettings, SettingsError, choices, parse_settings, require_choice
 
-START_NETS = ("nash",)  # or a path to an ArchSpec JSON file
+START_NETS = ("nash",)  # or a path to an ArchSpec JSON file, or a pretrained timm ResNet (timm:NAME, local-dir:PATH)
 # hill_climbing: the paper's NASH; random_walk: its baseline without model selection (always move to a child).
 Mode = Literal["hill_climbing", "random_walk"]
 # How the neighbours of a step are trained: sgdr (cosine lr_start -> lr_end, restarted per neighbour) or the
@@ -24,10 +25,13 @@ class HillClimbingSettings(ArtifactSettings, DataSettings):
     dataset: str = "cifar10"
     augment: Augment = "default"  # CIFAR: random crops + flips, the scheme of Loshchilov & Hutter the paper uses
     batch_size: int = 128
-    # The start net: "nash" = conv-maxpool-conv-maxpool-conv-fc with `start_widths`, or an ArchSpec JSON path.
+    # The start net: "nash" = conv-maxpool-conv-maxpool-conv-fc with `start_widths`, an ArchSpec JSON path, or a
+    # pretrained timm ResNet (timm:resnet18, local-dir:FOLDER, hf-hub:ID, timm:NAME@FILE; head fitted to the data).
     start: str = "nash"
     start_widths: tuple[int, ...] = (64, 128, 256)
-    pretrain_epochs: int = 20  # the start net is pretrained ~20 epochs
+    # The start net is pretrained ~20 epochs; a pretrained start may take 0 (evaluated as imported: the morphisms
+    # keep its function, so its children start where it is).
+    pretrain_epochs: int = 20
     mode: Mode = "hill_climbing"
     n_steps: int = 5  # hill-climbing steps (the paper: 5 to 8)
     # Jobs per step, the paper's n_neigh: hill_climbing trains n_neighbours - 1 children plus the current best
@@ -56,9 +60,13 @@ class HillClimbingSettings(ArtifactSettings, DataSettings):
             require_choice(name, MORPHISM_OPS, "morphism", where)
         if not self.morphisms:
             raise SettingsError(f"{where}: morphisms must name at least one of {', '.join(MORPHISM_OPS)}.")
-        for name in ("n_steps", "n_neighbours", "n_morphisms", "epochs_neighbour", "pretrain_epochs"):
+        for name in ("n_steps", "n_neighbours", "n_morphisms", "epochs_neighbour"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{where}: {name} must be at least 1, got {getattr(self, name)}.")
+        pretrained = is_pretrained_source(self.start)
+        if self.pretrain_epochs < (0 if pretrained else 1):
+            raise SettingsError(f"{where}: pretrain_epochs must be at least 1 (0 only for a pretrained start such as "
+                                f"timm:resnet18), got {self.pretrain_epochs}.")
         if self.mode == "hill_climbing" and self.n_neighbours < 2:
             raise SettingsError(
                 f"{where}: n_neighbours counts the retrained current best, so hill_climbing needs at least 2 to "
@@ -72,8 +80,13 @@ class HillClimbingSettings(ArtifactSettings, DataSettings):
             )
         if len(self.start_widths) != 3 or min(self.start_widths) < 1:
             raise SettingsError(f"{where}: start_widths must be three positive widths, got {list(self.start_widths)}.")
-        if self.start not in START_NETS and not self.start.endswith(".json"):
-            raise SettingsError(f"{where}: start must be 'nash' or the path of an ArchSpec .json file, got {self.start!r}.")
+        if pretrained:
+            problem = source_problem(self.start)
+            if problem:
+                raise SettingsError(f"{where}: start {problem}")
+        elif self.start not in START_NETS and not self.start.endswith(".json"):
+            raise SettingsError(f"{where}: start must be 'nash', the path of an ArchSpec .json file or a pretrained "
+                                f"network ({SOURCE_FORMS}), got {self.start!r}.")
 
 
 def parse_hill_climbing_args(class_args: dict[str, Any] | None, where: str = "tuner.classArgs") -> HillClimbingSettings:

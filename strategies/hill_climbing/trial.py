@@ -3,16 +3,17 @@ training.
 
 Parameters (from HillClimbingTuner): kind (start | child | parent | final), settings, epochs, out_dir; for
 children and the retrained parent `parent` (a checkpoint) + `morphisms` (none for the parent); for the final
-job `parent` (the best), `start` (the start net) and `ensemble` (checkpoints of the snapshot ensemble, may be
-empty) with their job keys `ensemble_jobs`.
+job `parent` (the best), `start` (the start net), `start_origin` (a pretrained start net's origin, for the
+model card) and `ensemble` (checkpoints of the snapshot ensemble, may be empty) with their job keys
+`ensemble_jobs`.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from search_spaces.builder import build_model
 from search_spaces.edits.morphism_ops import Morphism
 from search_spaces.edits.morphisms import apply_morphisms
 from search_spaces.model_card import ModelCard
@@ -20,12 +21,14 @@ from search_spaces.spec import ArchSpec, nash_start_spec
 from trainers import DatasetInfo, OptimConfig, evaluate
 
 from ..multi_trial.job_trial import (
+    StartNet,
     build_with_weights,
     cost_facts,
     load_job_model,
-    load_start_spec,
+    load_start_net,
     run_job,
     save_job_model,
+    start_origin,
     test_and_export,
     train,
 )
@@ -35,13 +38,19 @@ from .final import TrainAndValData, ensemble_test_accuracy, load_members
 from .settings import HillClimbingSettings
 
 
-def start_spec(settings: HillClimbingSettings) -> ArchSpec:
-    """The paper's start net ("nash": conv-maxpool-conv-maxpool-conv-fc at start_widths) or an ArchSpec file."""
+def start_net(settings: HillClimbingSettings) -> StartNet:
+    """The paper's start net ("nash": conv-maxpool-conv-maxpool-conv-fc at start_widths), an ArchSpec file, or a
+    pretrained timm ResNet with its weights."""
 
     def nash(info: DatasetInfo) -> ArchSpec:
         return nash_start_spec(info.num_classes, tuple(settings.start_widths), info.in_channels)
 
-    return load_start_spec(settings.start, {"nash": nash}, settings)
+    return load_start_net(settings.start, {"nash": nash}, settings)
+
+
+def start_spec(settings: HillClimbingSettings) -> ArchSpec:
+    """The start net's spec alone (no weights are kept)."""
+    return start_net(settings).spec
 
 
 NEIGHBOUR_KINDS = ("child", "parent")  # the jobs of a hill-climbing step, the ones neighbour_schedule governs
@@ -66,9 +75,9 @@ def _job(parameters: dict[str, Any], settings: HillClimbingSettings, datamodule,
     kind, epochs = parameters.get("kind"), int(parameters["epochs"])
     optim = job_optim(settings, kind)
 
-    if kind == "start":
-        spec = start_spec(settings)
-        model, facts = build_model(spec), {}
+    if kind == "start":  # a pretrained start with pretrain_epochs 0 is only evaluated, below
+        start = start_net(settings)
+        spec, model, facts = start.spec, start.build(), start.facts()
     elif kind in (*NEIGHBOUR_KINDS, "final"):
         spec, state_dict = load_job_model(parameters["parent"])
         morphisms = [Morphism.from_dict(item) for item in parameters.get("morphisms", [])]
@@ -94,7 +103,8 @@ def _job(parameters: dict[str, Any], settings: HillClimbingSettings, datamodule,
         **facts,
     }
     if kind == "final":
-        result.update(_final_facts(model, spec, datamodule, settings, out_dir, parameters["start"]))
+        card = replace(CARD, start_origin=start_origin(parameters))
+        result.update(_final_facts(model, spec, datamodule, settings, out_dir, parameters["start"], card))
         result.update(_ensemble_facts(parameters.get("ensemble") or [], parameters.get("ensemble_jobs") or [],
                                       datamodule, settings))
     return result
@@ -105,9 +115,9 @@ CARD = ModelCard(method="hill_climbing", method_description="NASH hill climbing 
 
 
 def _final_facts(model, spec: ArchSpec, datamodule, settings: HillClimbingSettings, out_dir: Path,
-                 start_checkpoint: str) -> dict[str, Any]:
+                 start_checkpoint: str, card: ModelCard) -> dict[str, Any]:
     """`default` becomes the test accuracy; `start_default` is the start net's, measured the same way."""
-    tested = test_and_export(model, spec, datamodule, settings, out_dir, card=CARD)
+    tested = test_and_export(model, spec, datamodule, settings, out_dir, card=card)
     start_spec_, start_weights = load_job_model(start_checkpoint)
     start_model = build_with_weights(start_spec_, start_weights)
     start_test = evaluate(start_model, datamodule, split="test")["accuracy"]

@@ -1,6 +1,6 @@
 """HillClimbingTuner: NASH (Elsken et al.) as an NNI customized tuner.
 
-    start            pretrain the start net
+    start            pretrain the start net (pretrain_epochs; a pretrained timm ResNet may take 0: only evaluated)
     step k = 1..n    hill_climbing (the paper's Algorithm 1): n_neighbours - 1 children of the current best,
                      each = n_morphisms random network morphisms + a short SGDR run, and the current best
                      itself trained the same epochs (job step{k}/parent, no morphism); move to the best of
@@ -185,9 +185,11 @@ class HillClimbingTuner(MultiTrialTuner):
 
     def _final_job(self) -> dict[str, Any]:
         best, members = self.state["best"], self._ensemble_members()
+        # A pretrained start net's origin (the start job reported it) goes on the exported model's card.
+        start_origin = (self.result(START) or {}).get("start_origin")
         return self._job(FINAL, FINAL, self.settings.epochs_final, parent=self.checkpoint(best), parent_job=best,
-                         start=self.checkpoint(START), ensemble=[self.checkpoint(key) for key in members],
-                         ensemble_jobs=members)
+                         start=self.checkpoint(START), start_origin=start_origin,
+                         ensemble=[self.checkpoint(key) for key in members], ensemble_jobs=members)
 
     def _end_search(self) -> None:
         if self.jobs[FINAL]["status"] != DONE:

@@ -6,10 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from search_spaces.pretrained_sources import SOURCE_FORMS, is_pretrained_source, source_problem
+
 from ..data import Augment, DataSettings
 from ..settings import ArtifactSettings, SettingsError, parse_settings
 
-START_NETS = ("rb0", "rb_r18")  # RB-0Net (one conv, two pools, a dense layer), ResNet-18; or an ArchSpec JSON path
+# RB-0Net (one conv, two pools, a dense layer), ResNet-18; or an ArchSpec JSON path, or a pretrained timm ResNet
+# (timm:NAME, local-dir:PATH, hf-hub:ID, timm:NAME@FILE), its head fitted to the dataset
+START_NETS = ("rb0", "rb_r18")
 VARIANTS = ("with_reg", "no_reg_ri", "no_reg_wi")  # all terms; no extra terms from random init / from With Reg
 
 
@@ -36,9 +40,14 @@ class LayerPruningSettings(ArtifactSettings, DataSettings):
 
     def check(self, where: str) -> None:
         super().check(where)
-        if self.start not in START_NETS and not self.start.endswith(".json"):
+        if is_pretrained_source(self.start):
+            problem = source_problem(self.start)
+            if problem:
+                raise SettingsError(f"{where}: start {problem}")
+        elif self.start not in START_NETS and not self.start.endswith(".json"):
             raise SettingsError(
-                f"{where}: start must be one of {', '.join(START_NETS)} or an ArchSpec .json path, got {self.start!r}."
+                f"{where}: start must be one of {', '.join(START_NETS)}, an ArchSpec .json path or a pretrained "
+                f"network ({SOURCE_FORMS}), got {self.start!r}."
             )
         for name in ("start_width", "n_morphnet", "epochs", "variant_epochs"):
             if getattr(self, name) < 1:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,14 @@ from trainers.regularizers import layer_lasso_term, morphnet_term
 
 from ..data import input_size
 from ..multi_trial.job_trial import (
+    StartNet,
     build_with_weights,
     cost_facts,
     load_job_model,
-    load_start_spec,
+    load_start_net,
     run_job,
     save_job_model,
+    start_origin,
     test_and_export,
     train,
 )
@@ -36,13 +39,19 @@ from ..settings import SettingsError
 from .settings import LayerPruningSettings
 
 
-def start_spec(settings: LayerPruningSettings) -> ArchSpec:
-    """RB-0Net ("rb0"), ResNet-18 with the CIFAR stem ("rb_r18"), or an ArchSpec file."""
+def start_net(settings: LayerPruningSettings) -> StartNet:
+    """RB-0Net ("rb0"), ResNet-18 with the CIFAR stem ("rb_r18"), an ArchSpec file, or a pretrained timm ResNet
+    with its weights."""
     named = {
         "rb0": lambda info: resbuilder_start_spec(info.num_classes, settings.start_width, info.in_channels),
         "rb_r18": lambda info: resnet_spec(18, num_classes=info.num_classes, stem="cifar", in_channels=info.in_channels),
     }
-    return load_start_spec(settings.start, named, settings)
+    return load_start_net(settings.start, named, settings)
+
+
+def start_spec(settings: LayerPruningSettings) -> ArchSpec:
+    """The start net's spec alone (no weights are kept)."""
+    return start_net(settings).spec
 
 
 def shape_facts(spec: ArchSpec) -> dict[str, Any]:
@@ -92,9 +101,9 @@ def _job(parameters: dict[str, Any], settings: LayerPruningSettings, datamodule,
 def _prepare(kind: str, parameters: dict[str, Any], settings: LayerPruningSettings):
     """The network this job trains, and what was done to get it."""
     if kind == "with_reg":
-        if parameters.get("parent") is None:
-            spec = start_spec(settings)
-            return spec, build_model(spec), {"edit": "none"}
+        if parameters.get("parent") is None:  # step 0: the start net (a pretrained one keeps its weights)
+            start = start_net(settings)
+            return start.spec, start.build(), {"edit": "none", **start.facts()}
         spec, state_dict = load_job_model(parameters["parent"])
         facts: dict[str, Any] = {"edit": parameters["edit"], "removed": []}
         if not settings.morphnet_only:  # greedy out: blocks LayerLasso drove below tau during the last step
@@ -129,7 +138,8 @@ def _final(parameters: dict[str, Any], settings: LayerPruningSettings, datamodul
     spec, state_dict = load_job_model(parameters["source"])
     model = build_with_weights(spec, state_dict)
     val_accuracy = evaluate(model, datamodule, split="val")["accuracy"]
-    tested = test_and_export(model, spec, datamodule, settings, out_dir, card=CARD)
+    card = dataclasses.replace(CARD, start_origin=start_origin(parameters))
+    tested = test_and_export(model, spec, datamodule, settings, out_dir, card=card)
     source = parameters.get("source_result") or {}
     return {"default": tested["test_accuracy"], "val_accuracy": val_accuracy, "zeta": settings.zeta,
             "variant": source.get("variant"), "step": source.get("step"), "job": parameters.get("source_job"),

@@ -107,6 +107,8 @@ class LayerPruningTuner(MultiTrialTuner):
             logger.warning("no architecture met the FLOP budget %g; taking the best overall", self.settings.zeta)
         best = max(within or candidates, key=lambda key: self.result(key)["val_accuracy"])
         self.state["best"] = best
+        # A pretrained start net's origin (step 0 reported it) goes on the exported model's card.
+        start_origin = (self.result(job_key(0, "with_reg")) or {}).get("start_origin")
         return {"key": FINAL, "params": {"kind": FINAL, "epochs": 0, "settings": self.state["settings"],
                                           "source": self.checkpoint(best), "source_job": best,
-                                          "source_result": self.result(best)}}
+                                          "source_result": self.result(best), "start_origin": start_origin}}

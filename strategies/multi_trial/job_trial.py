@@ -1,8 +1,9 @@
 """What every multi-trial job (hill climbing, layer pruning) does the same way inside its trial process.
 
-The start net, training with per-epoch reports, the job model (model.ckpt + arch.json, see job_files), cost
-facts, and the final test + timm export (the ProxylessNAS trial tests and exports through the same two
-functions). Imported by trials only: it loads torch, timm and Lightning.
+The start net (a method's own, an ArchSpec file or a pretrained timm ResNet), training with per-epoch reports,
+the job model (model.ckpt + arch.json, see job_files), cost facts, and the final test + timm export (the
+ProxylessNAS trial tests and exports through the same two functions). Imported by trials only: it loads torch,
+timm and Lightning.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from torch import nn
 from search_spaces.builder import build_model
 from search_spaces.cost import measure_cost
 from search_spaces.export import export_to_timm
-from search_spaces.model_card import ModelCard, settings_digest
+from search_spaces.model_card import ModelCard, NetworkOrigin, settings_digest
+from search_spaces.pretrained_sources import SOURCE_FORMS, is_pretrained_source
 from search_spaces.spec import ArchSpec
+from search_spaces.timm_import import import_timm_resnet
 from trainers import (
     ClassificationDataModule,
     DataError,
@@ -71,21 +74,48 @@ def run_job(parameters: dict[str, Any], output_dir: Path, reporter: Reporter, se
     return result
 
 
-def load_start_spec(start: str, named: dict[str, Callable[[DatasetInfo], ArchSpec]], data: DataSettings) -> ArchSpec:
-    """A method's start net: one of its `named` nets for the dataset, or an ArchSpec JSON file that fits it."""
+@dataclasses.dataclass(frozen=True)
+class StartNet:
+    """A method's start net: its spec, and for a pretrained network its weights and where they came from."""
+
+    spec: ArchSpec
+    state_dict: dict[str, torch.Tensor] | None = None  # None: freshly initialised (build_model's init)
+    origin: NetworkOrigin | None = None
+
+    def build(self) -> nn.Module:
+        return build_model(self.spec) if self.state_dict is None else build_with_weights(self.spec, self.state_dict)
+
+    def facts(self) -> dict[str, Any]:
+        """What the start job's result says of the start net's origin; the tuner hands it to the final job."""
+        return {"start_origin": self.origin.to_dict()} if self.origin is not None else {}
+
+
+def load_start_net(start: str, named: dict[str, Callable[[DatasetInfo], ArchSpec]], data: DataSettings) -> StartNet:
+    """A method's start net: one of its `named` nets for the dataset, a pretrained timm ResNet (timm:NAME,
+    local-dir:PATH, ...; its head and first conv fitted to the dataset), or an ArchSpec JSON file that fits it."""
     info = dataset_info(data.dataset, data.data_dir)
+    if is_pretrained_source(start):
+        imported = import_timm_resnet(start, num_classes=info.num_classes, in_channels=info.in_channels)
+        return StartNet(imported.spec, imported.state_dict, imported.origin)
     if start in named:
-        return named[start](info)
+        return StartNet(named[start](info))
     path = Path(start)
     if not path.is_file():
-        raise SettingsError(f"start net {path} does not exist; give an ArchSpec JSON path or one of {', '.join(named)}.")
+        raise SettingsError(f"start net {path} does not exist; give an ArchSpec JSON path, a pretrained network "
+                            f"({SOURCE_FORMS}) or one of {', '.join(named)}.")
     spec = ArchSpec.from_json(path.read_text())
     if spec.head.num_classes != info.num_classes or spec.in_channels != info.in_channels:
         raise SettingsError(
             f"start net {path} takes {spec.in_channels} channels and {spec.head.num_classes} classes; "
             f"{data.dataset} has {info.in_channels} and {info.num_classes}: edit its head/in_channels."
         )
-    return spec
+    return StartNet(spec)
+
+
+def start_origin(parameters: dict[str, Any]) -> NetworkOrigin | None:
+    """The start net's origin a final job's parameters carry (`start_origin`, from the start job's result)."""
+    origin = parameters.get("start_origin")
+    return NetworkOrigin.from_dict(origin) if origin else None
 
 
 def trial_tensorboard_root() -> Path | None:

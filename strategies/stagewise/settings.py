@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from search_spaces.pretrained_sources import is_pretrained_source
+
 from ..data import Augment, DataSettings
 from ..settings import ArtifactSettings, SettingsError, choices, parse_settings
 from .importance import CRITERIA, Criterion
@@ -42,8 +44,9 @@ class StagewiseSettings(ArtifactSettings, DataSettings):
     # feature_pool x feature_pool windows with every cell kept (8: the authors' code, 4 x 4 cells at 32 px).
     feature_pool: int | None = None
     # Weight transfer (the paper's cheaper variant): every candidate starts from the first n_i blocks of each
-    # stage of a deeper trained net of the same widths, a resnas timm export folder or a job's model.ckpt
-    # (with its arch.json beside it); or train_donor trains cifar_resnet(donor_depths) first, as one more job.
+    # stage of a deeper trained net of the same widths, a resnas timm export folder (or local-dir:FOLDER) or a job's
+    # model.ckpt (with its arch.json beside it); or train_donor trains cifar_resnet(donor_depths) first, as one more
+    # job. A timm ResNet (timm:NAME) is refused: no timm stem is a CIFAR ResNet's (donor.py says more).
     donor: str | None = None
     train_donor: bool = False
     donor_depths: tuple[int, ...] = (18, 18, 18)  # ResNet-110
@@ -76,7 +79,7 @@ class StagewiseSettings(ArtifactSettings, DataSettings):
                                 f"global average), got {self.feature_pool}.")
         if self.donor is not None and self.train_donor:
             raise SettingsError(f"{where}: give either donor (a trained net) or train_donor: true, not both.")
-        if self.donor is not None and not Path(self.donor).exists():
+        if self.donor is not None and not is_pretrained_source(self.donor) and not Path(self.donor).exists():
             raise SettingsError(f"{where}: donor {self.donor} does not exist; give a resnas timm export folder or a "
                                 f"job's model.ckpt, or set train_donor: true.")
         limits = self.max_depths
