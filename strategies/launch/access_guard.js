@@ -11,12 +11,15 @@
 //     (/tuner), the local trials' HTTP command channel (/env/ENV/TRIAL, GET and PUT) and the remote workers'
 //     websocket (/platform/ID). A browser cannot use them (no Origin / Sec-Fetch-* header allowed), nor, over
 //     loopback, a process of another user (the client socket's owner is read from /proc/net/tcp).
+// Requests let through that ask for the dashboard's icon fonts, or for a static file naming their CDN, are answered
+// by dashboard_assets.js from this port (so the dashboard works without internet).
 // Other servers of the process (none on the local platform) are left alone.
 'use strict';
 const crypto = require('crypto');
 const fs = require('fs');
 const http = require('http');
 const net = require('net');
+const { answerAsset } = require('./dashboard_assets');
 
 function argument(name) {
   const index = process.argv.indexOf(name);
@@ -206,6 +209,10 @@ http.Server.prototype.emit = function emitGuarded(event, ...args) {
     const refusal = verdict(args[0], false);
     if (refusal !== null) {
       answer(args[1], refusal);
+      return true;
+    }
+    const parsed = url(args[0]);
+    if (event === 'request' && parsed !== null && answerAsset(args[0], args[1], parsed.pathname, prefix)) {
       return true;
     }
   } else if (event === 'upgrade' && guarded(args[0])) {
