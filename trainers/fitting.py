@@ -14,6 +14,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from search_spaces.cost import measure_cost
+
+from .budget import record_training
 from .checkpoint import save_checkpoint
 from .device import lightning_accelerator, training_device
 from .speed import Switch, lightning_precision, resolve_channels_last, resolve_precision
@@ -50,6 +53,28 @@ class _EpochReporter(pl.Callback):
         self.history.append(metrics)
         if self.on_epoch_end is not None:
             self.on_epoch_end(trainer.current_epoch + 1, metrics)
+
+
+class _ImagesSeen(pl.Callback):
+    """Counts the images of the training steps and keeps one batch's image shape, for the training-FLOPs ledger
+    (trainers.budget); a Python int per step, nothing that waits on the device."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.image_size: tuple[int, ...] | None = None
+
+    def on_train_batch_start(self, trainer: pl.Trainer, module: pl.LightningModule, batch, batch_index: int) -> None:
+        images = batch[0]
+        self.images += int(images.shape[0])
+        if self.image_size is None:
+            self.image_size = tuple(int(n) for n in images.shape[1:])
+
+    def book(self, model: nn.Module) -> None:
+        """Adds what this fit trained to the ledger: the network's forward FLOPs, measured once per fit on the
+        meta device at the batches' image size, x the images seen (a fit cut short books what it did)."""
+        if self.image_size is None or self.images == 0:
+            return
+        record_training(measure_cost(model, self.image_size).flops, self.images, "fit")
 
 
 class TensorBoardEpochs(pl.Callback):
@@ -111,7 +136,8 @@ def fit(
     pl.seed_everything(seed, workers=True, verbose=False)
     system = ClassificationSystem(model, optim, epochs, extra_losses, channels_last=channels_last)
     reporter = _EpochReporter(on_epoch_end)
-    callbacks: list[pl.Callback] = [reporter]
+    images_seen = _ImagesSeen()
+    callbacks: list[pl.Callback] = [reporter, images_seen]
     if tensorboard_dir is not None:
         callbacks.append(TensorBoardEpochs(tensorboard_dir))
     trainer = pl.Trainer(
@@ -136,6 +162,7 @@ def fit(
         trainer.fit(system, datamodule=datamodule)
     finally:  # back to the default layout: safetensors exports and later edits want contiguous weights
         model.to(memory_format=torch.contiguous_format)
+        images_seen.book(model)
     seconds = time.perf_counter() - started
     model.cpu()
     if checkpoint_path is not None:

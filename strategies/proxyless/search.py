@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from trainers.budget import record_training
 from trainers.checkpoint import CheckpointError, read_checkpoint, write_checkpoint
 from trainers.speed import autocast, grad_scaler, resolve_channels_last, resolve_precision
 from trainers.tensorboard import ScalarLog
@@ -52,6 +53,15 @@ def endless_batches(loader: Iterable) -> Iterator:
             )
 
 
+def _path_flops_table(candidate_flops: dict | None) -> tuple[int, dict[str, list[int]]] | None:
+    """gate_cost's candidate FLOPs as plain ints, so a step's path costs a few list lookups, not tensor indexing.
+    A depth choice (BinaryGateRepeat) is not costed per candidate there: its argmax depth stays in the base."""
+    if candidate_flops is None:
+        return None
+    per_label = {label: [int(value) for value in flops.tolist()] for label, flops in candidate_flops["per_label"].items()}
+    return int(candidate_flops["base"]), per_label
+
+
 class ProxylessSearch:
     TENSORBOARD_EVERY = 50  # weight steps between TensorBoard points (Lightning's log_every_n_steps), + each epoch end
 
@@ -76,6 +86,7 @@ class ProxylessSearch:
             raise ValueError("flops_penalty counts FLOPs at input_size; give input_size=(channels, height, width).")
         # None: no input size known (NNI's strategy), so FLOPs are not counted.
         self.candidate_flops = None if config.input_size is None else measure_candidate_flops(space, self.bank, config.input_size)
+        self._path_flops_table = _path_flops_table(self.candidate_flops)
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
@@ -186,6 +197,7 @@ class ProxylessSearch:
 
     def weight_step(self, images: torch.Tensor, labels: torch.Tensor, pinned: dict[str, int] | None = None) -> torch.Tensor:
         self.bank.resample("weight", self.generator, pinned)
+        self._book(images, "supernet_weights")
         images, labels = self._on_device(images, labels)
         with autocast(self.precision, self.device):
             loss = self.criterion(self.model(images), labels)
@@ -195,6 +207,7 @@ class ProxylessSearch:
 
     def arch_step(self, images: torch.Tensor, labels: torch.Tensor, pinned: dict[str, int] | None = None) -> torch.Tensor:
         self.bank.resample("arch", self.generator, pinned)
+        self._book(images, "supernet_architecture")
         images, labels = self._on_device(images, labels)
         # Frozen weights: autograd then computes only activation gradients and the architecture gradient.
         for parameter in self.weights:
@@ -213,6 +226,20 @@ class ProxylessSearch:
             for parameter in self.weights:
                 parameter.requires_grad_(True)
         return loss.detach()
+
+    def _book(self, images: torch.Tensor, what: str) -> None:
+        """This step's images through the active path, in the training-FLOPs ledger (trainers.budget).
+
+        An architecture step is booked like a weight step of its active path, 3 forwards per image: it skips the
+        weight gradients (about one forward less) but also runs the other evaluated candidates forward (two_path:
+        one more candidate per gate, about that much more); an estimate, not an exact count. Unknown without an
+        input size (NNI's strategy gives none), then nothing is booked. Per rank: each books its own shard.
+        """
+        if self._path_flops_table is None:
+            return
+        base, per_label = self._path_flops_table
+        active = self.bank.active
+        record_training(base + sum(per_label[label][active[label]] for label in per_label), int(images.shape[0]), what)
 
     @torch.no_grad()
     def _evaluated_log_mass(self) -> dict[str, torch.Tensor]:
