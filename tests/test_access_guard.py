@@ -19,6 +19,7 @@ from pathlib import Path
 import nni_node
 import pytest
 
+from conftest import worker_port
 from strategies.cli.main import build_parser
 from strategies.launch import create_experiment, listening_hosts, nnictl, resume_experiment, wait_for_experiment
 from strategies.launch.access_token import TOKEN_ENV, load_token, resumed_token, save_token, token_file
@@ -78,7 +79,7 @@ def stub(tmp_path):
     def start(token: str | None, bind_host: str = "127.0.0.1") -> int:
         script = tmp_path / "stub.js"
         script.write_text(STUB)
-        port = nnictl.free_port(18650 + 2 * len(started))
+        port = nnictl.free_port(worker_port(18650 + 2 * len(started)))
         env = nnictl.manager_environment(bind_host, token)
         process = subprocess.Popen([str(NODE), str(script), "--port", str(port), "--experiment-id", "stub"],
                                    env=env, stdout=subprocess.PIPE, text=True)
@@ -202,14 +203,14 @@ def test_create_and_resume_store_and_reuse_the_token(tmp_path, monkeypatch):
     started = []
     monkeypatch.setattr(nnictl, "_start_manager", lambda arguments, bind_host, token=None: started.append(token))
     monkeypatch.setattr(nnictl, "_await_manager", lambda port, token=None: "abc123")
-    handle = create_experiment(fixture_experiment(tmp_path), port=18700)
+    handle = create_experiment(fixture_experiment(tmp_path), port=worker_port(18700))
     assert handle.token == started[0] and load_token(handle.folder) == handle.token
     assert stat.S_IMODE(token_file(handle.folder).stat().st_mode) == 0o600
     assert handle.url == f"http://127.0.0.1:{handle.port}"  # safe to log
     assert handle.dashboard_url == f"{handle.url}/?token={handle.token}"
-    again = resume_experiment("abc123", tmp_path / "nni-experiments", port=18700)
+    again = resume_experiment("abc123", tmp_path / "nni-experiments", port=worker_port(18700))
     assert again.token == started[1] == handle.token  # the browser's cookie keeps working
-    bare = resume_experiment("abc123", tmp_path / "nni-experiments", port=18700, use_token=False)
+    bare = resume_experiment("abc123", tmp_path / "nni-experiments", port=worker_port(18700), use_token=False)
     assert bare.token is None and started[2] is None and bare.dashboard_url == bare.url
 
 
@@ -233,7 +234,7 @@ def resnas(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.e2e
 def test_the_real_manager_answers_only_the_token_holder_and_its_own_channels(tmp_path, capsys):
-    handle = create_experiment(fixture_experiment(tmp_path, maxTrialNumber=1), port=8766)
+    handle = create_experiment(fixture_experiment(tmp_path, maxTrialNumber=1), port=worker_port(8766))
     port, token = handle.port, handle.token
     try:
         # The tuner's websocket and the trial's command channel need no token: the trial ran and reported.

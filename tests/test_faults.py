@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import worker_port
 from strategies.launch.processes import manager_pids, tuner_pids
 from strategies.launch.watchdog import tuner_error_line
 from strategies.multi_trial.job_files import ERROR_FILE, job_lock
@@ -235,14 +236,14 @@ def test_a_payload_that_would_run_code_is_refused_and_a_killed_trial_runs_once_m
     from strategies.launch import create_experiment, experiment_summary, stop_experiment, wait_for_experiment
 
     marker = tmp_path / "ran"
-    handle = create_experiment(faults_experiment(tmp_path, sleep=3, jobs=3), port=8821)
+    handle = create_experiment(faults_experiment(tmp_path, sleep=3, jobs=3), port=worker_port(8821))
     job0 = handle.folder / "checkpoint" / "faults" / "job0"
     try:
         first_pid = wait_for(lambda: read_int(job0 / "pid"), what="job0's trial")
         payload = json.loads(json.dumps(RUN_A_COMMAND).replace("{marker}", str(marker)))
         assert post(handle, "experiment/import-data", payload) == 200  # NNI accepts it and hands it to the tuner
         os.kill(first_pid, signal.SIGKILL)  # job0's trial dies without an error of its own
-        status = wait_for_experiment(handle, poll_seconds=1, timeout=120)
+        status = wait_for_experiment(handle, poll_seconds=1, timeout=300)  # 3 jobs of 3 s and a re-issued one: ~40 s quiet, 130 s on a loaded 2-core CI
         summary = experiment_summary(handle, status)
     finally:
         stop_experiment(handle)
@@ -259,7 +260,8 @@ def test_a_payload_that_would_run_code_is_refused_and_a_killed_trial_runs_once_m
 @pytest.mark.e2e
 def test_a_killed_manager_resumes_on_the_same_port_and_an_orphaned_trial_counts(tmp_path):
     config = faults_experiment(tmp_path, sleep=1, sleep_step=8, jobs=2)  # job0 takes 1 s, job1 9 s
-    waiting = create_waiting(config, 8823)
+    port = worker_port(8823)  # resumed on the same port
+    waiting = create_waiting(config, port)
     experiment_id = waiting.stdout.readline().split()[1]
     folder = tmp_path / "nni-experiments" / experiment_id
     state_path, jobs = folder / "checkpoint" / STATE_FILE, folder / "checkpoint" / "faults"
@@ -278,10 +280,10 @@ def test_a_killed_manager_resumes_on_the_same_port_and_an_orphaned_trial_counts(
     assert f"the NNI manager of experiment {experiment_id} stopped answering" in stderr
     assert f"{experiment_id}/log/nnimanager.log" in stderr and f"resnas resume {experiment_id}" in stderr
 
-    resumed = resnas("resume", experiment_id, "--dir", str(tmp_path / "nni-experiments"), "--port", "8823", "--wait")
+    resumed = resnas("resume", experiment_id, "--dir", str(tmp_path / "nni-experiments"), "--port", str(port), "--wait")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     line = json.loads(resumed.stdout.strip().splitlines()[-1])
-    assert line["dashboard"] == "http://127.0.0.1:8823" and line["best"]["default"] == 0.1
+    assert line["dashboard"] == f"http://127.0.0.1:{port}" and line["best"]["default"] == 0.1
     assert not any(Path(f"/proc/{pid}").exists() for pid in orphaned_tuner)  # ended by resume, found by its folder
     state = load_state(state_path)
     assert state["finished"] and state["error"] is None
@@ -290,7 +292,7 @@ def test_a_killed_manager_resumes_on_the_same_port_and_an_orphaned_trial_counts(
 
     # A corrupt state file: resume refuses in one sentence before starting anything, and leaves the file as it is.
     state_path.write_text('{"jobs": ')
-    refused = resnas("resume", experiment_id, "--dir", str(tmp_path / "nni-experiments"), "--port", "8823")
+    refused = resnas("resume", experiment_id, "--dir", str(tmp_path / "nni-experiments"), "--port", str(port))
     assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     assert "is unreadable" in refused.stderr and state_path.read_text() == '{"jobs": '
     assert not manager_pids(experiment_id)
@@ -299,8 +301,8 @@ def test_a_killed_manager_resumes_on_the_same_port_and_an_orphaned_trial_counts(
 @pytest.mark.e2e
 def test_a_tuner_that_raises_or_is_killed_ends_wait_with_one_line_naming_its_log(tmp_path):
     # Two experiments at once (each mostly waits on NNI): one whose tuner raises at start, one whose tuner is killed.
-    raising = create_waiting(faults_experiment(tmp_path / "raises", raise_at_start=True), 8824)
-    killed = create_waiting(faults_experiment(tmp_path / "killed", sleep=60, jobs=2), 8825)
+    raising = create_waiting(faults_experiment(tmp_path / "raises", raise_at_start=True), worker_port(8824))
+    killed = create_waiting(faults_experiment(tmp_path / "killed", sleep=60, jobs=2), worker_port(8825))
     killed_id = killed.stdout.readline().split()[1]
     folder = tmp_path / "killed" / "nni-experiments" / killed_id
     wait_for(lambda: (folder / "checkpoint" / "faults" / "job0" / "pid").exists(), what="the first trial")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import worker_port
 from strategies.launch import ConfigError, create_experiment, experiment_summary, stop_experiment, wait_for_experiment
 from strategies.launch import load_experiment_config
 from strategies.launch.config import GpuRequestError, check_resume_gpus
@@ -48,7 +49,7 @@ def gpu_experiment(tmp_path: Path, **changes) -> Path:
 
 
 def run_to_the_end(path: Path, timeout: float) -> dict:
-    handle = create_experiment(path, port=8790)
+    handle = create_experiment(path, port=worker_port(8790))
     try:
         status = wait_for_experiment(handle, poll_seconds=1, timeout=timeout)
         return experiment_summary(handle, status)

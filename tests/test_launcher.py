@@ -6,6 +6,7 @@ import subprocess
 import pytest
 import yaml
 
+from conftest import worker_port
 from strategies.launch import ConfigError, LaunchError, load_experiment_config
 from strategies.launch.rest import ExperimentHandle
 from strategies.launch.watchdog import manager_error_line
@@ -33,7 +34,7 @@ def fixture_experiment(tmp_path, **changes):
 
 @pytest.mark.e2e
 def test_real_manager_runs_trials_on_localhost_only_and_reports_over_rest(tmp_path):
-    handle = create_experiment(fixture_experiment(tmp_path), port=8765)
+    handle = create_experiment(fixture_experiment(tmp_path), port=worker_port(8765))
     try:
         assert listening_hosts(handle.port) == {"127.0.0.1"}
         assert handle.url == f"http://127.0.0.1:{handle.port}"

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from strategies.launch import listening_hosts, resume_experiment, stop_experiment, wait_for_experiment
+from conftest import worker_port
+from strategies.launch import (listening_hosts, registered_experiment, resume_experiment, stop_experiment,
+                               wait_for_experiment)
 from strategies.multi_trial.state import STATE_FILE
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +54,8 @@ def loads_in_timm(export_dir: str, channels: int = 1, size: int = 12) -> list[in
 def test_layer_pruning_quick_runs_on_the_real_manager_within_the_budget(tmp_path):
     config = shortened(tmp_path, "layer_pruning_quick.yml", n_insertions=1, n_morphnet=1, epochs=1, variant_epochs=1,
                        zeta=1.5e5)
-    line = json_line(resnas("create", "--config", str(config), "--port", "8791", "--wait", "--timeout", "800"))
+    port = str(worker_port(8791))
+    line = json_line(resnas("create", "--config", str(config), "--port", port, "--wait", "--timeout", "800"))
     best = line["best"]
     assert line["status"] == "TUNER_NO_MORE_TRIAL" and line["dashboard"].startswith("http://127.0.0.1:")
     assert len(line["trials"]) == 3 * 3 + 1 and all(t["status"] == "SUCCEEDED" for t in line["trials"])
@@ -88,7 +91,9 @@ def kill_manager_once(experiment_id: str, state_path: Path, ready, timeout: floa
     """SIGKILL the manager (no goodbye) once ready(jobs) holds; returns the port it listened on."""
     deadline = time.monotonic() + timeout
     while not ready(_state(state_path).get("jobs", {})):
-        assert time.monotonic() < deadline, "the search did not get far enough in time"
+        if time.monotonic() > deadline:  # stopped, not left running beside the tests after this one
+            stop_experiment(registered_experiment(experiment_id))
+            pytest.fail("the search did not get far enough in time")
         time.sleep(1)
     registry = json.loads((Path.home() / "nni-experiments" / ".experiment").read_text())
     os.kill(registry[experiment_id]["pid"], signal.SIGKILL)
@@ -122,7 +127,7 @@ def test_hill_climbing_survives_a_killed_manager_and_retrains_no_finished_child(
     config = shortened(tmp_path, "hill_climbing_quick.yml", class_name="strategies.hill_climbing_tuner.HillClimbingTuner",
                        start_widths=[4, 8, 8], pretrain_epochs=1, n_steps=2, n_neighbours=3, n_morphisms=2,
                        epochs_neighbour=2, epochs_final=1)
-    experiment_id = create_kept(config, 8795)
+    experiment_id = create_kept(config, worker_port(8795))
     experiment_dir = tmp_path / "nni-experiments" / experiment_id
     state_path = experiment_dir / "checkpoint" / STATE_FILE
     port = kill_manager_once(experiment_id, state_path, lambda jobs: any(
@@ -157,7 +162,8 @@ def quick_config(tmp_path: Path, name: str, **changes) -> Path:
 @pytest.mark.e2e
 def test_stagewise_quick_grows_a_stage_on_the_real_manager(tmp_path):
     config = quick_config(tmp_path, "stagewise_quick.yml")
-    line = json_line(resnas("create", "--config", str(config), "--port", "8797", "--wait", "--timeout", "800"))
+    port = str(worker_port(8797))
+    line = json_line(resnas("create", "--config", str(config), "--port", port, "--wait", "--timeout", "800"))
     best = line["best"]
     assert line["status"] == "TUNER_NO_MORE_TRIAL" and line["dashboard"].startswith("http://127.0.0.1:")
     assert all(t["status"] == "SUCCEEDED" for t in line["trials"])

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import worker_port
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -26,11 +28,11 @@ def short_quickstart(tmp_path: Path) -> Path:
 @pytest.mark.e2e
 def test_quickstart_runs_on_the_real_manager_and_exports_a_timm_folder(tmp_path):
     command = [sys.executable, "-m", "strategies.cli", "create", "--config", str(short_quickstart(tmp_path)),
-               "--port", "8781", "--wait", "--timeout", "600"]
+               "--port", str(worker_port(8781)), "--wait", "--timeout", "600"]
     result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     line = json.loads(result.stdout.strip().splitlines()[-1])
-    assert line["status"] == "DONE" and line["dashboard"].startswith("http://127.0.0.1:")  # 8781 unless taken
+    assert line["status"] == "DONE" and line["dashboard"].startswith("http://127.0.0.1:")  # its port unless taken
     assert [trial["status"] for trial in line["trials"]] == ["SUCCEEDED"]
     best = line["best"]
     assert 0.0 <= best["default"] <= 1.0 and best["default"] == best["test_accuracy"]

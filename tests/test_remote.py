@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import worker_port
 from strategies.cli import main
 from strategies.launch.config import DataFilesError, load_experiment_config
 from strategies.multi_trial.state import STATE_FILE, STATE_POINTER
@@ -162,7 +163,8 @@ def _end_trial_keepers(worker_dir: Path) -> None:
 def test_hill_climbing_runs_on_two_ssh_machines_sharing_the_artifact_dir(tmp_path, ssh_server):
     config = remote_config(tmp_path, ssh_server["ports"], ssh_server["key"])
     started = time.monotonic()
-    result = resnas("create", "--config", str(config), "--port", "8799", "--wait", "--timeout", "240", timeout=300)
+    port = str(worker_port(8799))
+    result = resnas("create", "--config", str(config), "--port", port, "--wait", "--timeout", "240", timeout=300)
     wall = time.monotonic() - started
     experiment = re.search(r"^experiment (\w+) started", result.stdout, re.MULTILINE)
     assert experiment, result.stdout[-3000:] + result.stderr[-3000:]
