@@ -195,7 +195,9 @@ def faults_experiment(tmp_path: Path, sleep: float = 1.0, sleep_step: float = 0.
     return path
 
 
-def wait_for(condition, timeout: float = 60.0, what: str = "the condition"):
+def wait_for(condition, timeout: float = 180.0, what: str = "the condition"):
+    # 180 s: a trial starts in ~5 s on a quiet machine, but with a second suite or benchmark beside it on 2 cores
+    # it took over 60 s (the manager, the tuner and the trial each start a Python with NNI)
     deadline = time.monotonic() + timeout
     while not (value := condition()):
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
