@@ -9,7 +9,7 @@ resnas tuner (`sampled`: NNI's built-in tuners sample its networks) registers on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,6 +24,7 @@ Runner = Callable[[dict[str, Any], Path, Reporter], dict[str, Any]]
 class Method:
     name: str  # what trial parameters carry as "method"
     run_trial: Runner  # parameters, output folder, reporter -> final metrics; imports the trial code on call
+    _: KW_ONLY  # the rest by name: a positional tuner once landed in run_trial's place unnoticed
     tuner: type | None = None  # the NNI customized tuner (tuner.className in a config); None: NNI's built-in ones
     parse_class_args: Callable[[dict[str, Any] | None, str], Any] | None = None  # classArgs -> typed settings
     legacy_tuner_paths: tuple[str, ...] = ()  # class paths of experiments created before the method packages
@@ -52,15 +53,17 @@ def _registry(*methods: Method) -> dict[str, Method]:
 
 
 METHODS: dict[str, Method] = _registry(
-    Method("proxyless", proxyless.run_trial, proxyless.ProxylessTuner, proxyless.parse_tuner_args,
+    Method("proxyless", proxyless.run_trial, tuner=proxyless.ProxylessTuner,
+           parse_class_args=proxyless.parse_tuner_args,
            legacy_tuner_paths=("strategies.proxyless_tuner.ProxylessTuner",)),
-    Method("hill_climbing", hill_climbing.run_trial, hill_climbing.HillClimbingTuner,
-           hill_climbing.parse_hill_climbing_args,
+    Method("hill_climbing", hill_climbing.run_trial, tuner=hill_climbing.HillClimbingTuner,
+           parse_class_args=hill_climbing.parse_hill_climbing_args,
            legacy_tuner_paths=("strategies.hill_climbing_tuner.HillClimbingTuner",)),
-    Method("layer_pruning", layer_pruning.run_trial, layer_pruning.LayerPruningTuner,
-           layer_pruning.parse_layer_pruning_args,
+    Method("layer_pruning", layer_pruning.run_trial, tuner=layer_pruning.LayerPruningTuner,
+           parse_class_args=layer_pruning.parse_layer_pruning_args,
            legacy_tuner_paths=("strategies.layer_pruning_tuner.LayerPruningTuner",)),
-    Method("stagewise", stagewise.run_trial, stagewise.StagewiseTuner, stagewise.parse_stagewise_args),
+    Method("stagewise", stagewise.run_trial, tuner=stagewise.StagewiseTuner,
+           parse_class_args=stagewise.parse_stagewise_args),
     Method(sampled.METHOD, sampled.run_trial),
 )
 
