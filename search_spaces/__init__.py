@@ -1,9 +1,9 @@
 """Architecture descriptions, the model builder, cost, the timm export, NNI model spaces and edits.
 
 Names load on first use (PEP 562, like trainers/__init__.py): `search_spaces.spec` imports no torch (tuners
-read specs inside NNI's dispatcher, which must connect within 10 s; nor does pretrained_sources), and spec,
-builder, blocks, cost, export, timm_entry and timm_import import neither NNI nor Lightning (an exported model
-loads with torch and timm alone). NNI is imported only by `search_spaces.spaces`. `import
+read specs inside NNI's dispatcher, which must connect within 10 s; nor do pretrained_sources and latency_table),
+and spec, builder, blocks, cost, export, latency, timm_entry and timm_import import neither NNI nor Lightning (an
+exported model loads with torch and timm alone). NNI is imported only by `search_spaces.spaces`. `import
 search_spaces.timm_entry` registers the `resnas_net` timm entry point.
 """
 
@@ -17,6 +17,7 @@ _NAMES = {
     "cost": ("CostReport", "LayerCost", "measure_cost"),
     "errors": ("ExportError", "PretrainedError"),
     "export": ("export_to_timm", "load_exported", "plain_timm_resnet"),
+    "latency_table": ("LatencyTable", "network_parts", "predict_latency"),
     "scopes": ("SCOPES",),
     "spaces": ("DepthResNet", "ScopedResNet50"),
     "spec": ("ArchSpec", "BlockSpec", "HeadSpec", "SpecError", "StageSpec", "StemSpec", "nash_start_spec",

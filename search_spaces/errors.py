@@ -8,3 +8,8 @@ class ExportError(ValueError):
 class PretrainedError(ValueError):
     """A pretrained network resnas cannot start from (its source, its weights or a variant its blocks cannot
     express); one sentence naming the fix."""
+
+
+class LatencyTableError(ValueError):
+    """A latency table that cannot be read, lacks entries, or belongs to another device; one sentence naming the
+    fix."""

@@ -75,6 +75,11 @@ class ModelCard:
     settings_sha256: str | None = None  # settings_digest() of the settings the run used
     notes: tuple[str, ...] = ()  # further lines: a top-k rank, weights that were not retrained, ...
     start_origin: NetworkOrigin | None = None  # the pretrained network the search started from, if any
+    # With a latency table (search_spaces/latency_table.py): predicted from it, measured end to end on its device
+    # when the export ran there, and that device's settings in one line (latency holds only for them).
+    latency_ms: float | None = None
+    measured_latency_ms: float | None = None
+    latency_device: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -179,6 +184,7 @@ def render_card(folder: Path, spec: ArchSpec, config: dict[str, Any], card: Mode
             "## Model details", "",
             f"- **Params (M):** {params / 1e6:.3f}",
             f"- **GMACs:** {macs / 1e9:.3f} at {size[0]} x {size[1]} x {size[2]}",
+            *([f"- **Latency:** {_latency(card)}"] if card.latency_ms is not None else []),
             f"- **Test accuracy:** {_accuracy(card)}",
             f"- **Dataset:** {card.dataset or 'not recorded'}",
             f"- **Input:** {size[0]} x {size[1]} x {size[2]}, mean {_numbers(pretrained['mean'])}, "
@@ -209,6 +215,11 @@ def render_card(folder: Path, spec: ArchSpec, config: dict[str, Any], card: Mode
     if architecture != "resnas_net":
         body += ["Plain timm builds this architecture: the resnas code is not needed to load it.", ""]
     return "\n".join(front + body)
+
+
+def _latency(card: ModelCard) -> str:
+    measured = f", measured {card.measured_latency_ms:.4g} ms" if card.measured_latency_ms is not None else ""
+    return f"{card.latency_ms:.4g} ms predicted{measured} on {card.latency_device or 'an unrecorded device'}"
 
 
 def _accuracy(card: ModelCard) -> str:

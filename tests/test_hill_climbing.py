@@ -8,13 +8,13 @@ import pytest
 import torch
 import yaml
 
-from search_spaces import ArchSpec, nash_start_spec
+from search_spaces import ArchSpec
 from search_spaces.edits.morphism_ops import Morphism, apply_to_spec
 from strategies.hill_climbing import HillClimbingTuner, parse_hill_climbing_args
 from strategies.hill_climbing.tuner import random_walk_choice
 from strategies.local_search import search_locally
 from strategies.settings import SettingsError
-from tuner_driver import fail, issue_all_with_ids as issue_all
+from tuner_driver import fail, issue_all_with_ids as issue_all, nash_job_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = {"dataset": "digits", "start_widths": [4, 8, 8], "n_steps": 2, "n_neighbours": 3, "n_morphisms": 2}
@@ -22,15 +22,7 @@ SMALL = {"dataset": "digits", "start_widths": [4, 8, 8], "n_steps": 2, "n_neighb
 
 def fake_trial(params, val_accuracy):
     """What a trial leaves behind for the tuner: arch.json of the net it trained, and its result."""
-    if params["kind"] == "start":
-        spec = nash_start_spec(10, (4, 8, 8), in_channels=1)
-    else:
-        spec = ArchSpec.from_json((Path(params["parent"]).parent / "arch.json").read_text())
-        for morphism in params.get("morphisms", []):
-            spec = apply_to_spec(spec, Morphism.from_dict(morphism))
-    out_dir = Path(params["out_dir"])
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "arch.json").write_text(spec.to_json())
+    nash_job_spec(params)
     return {"default": val_accuracy, "val_accuracy": val_accuracy, "params": 100, "flops": 1000}
 
 

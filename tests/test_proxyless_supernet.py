@@ -10,6 +10,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from search_spaces import ScopedResNet50, build_model, resnet_spec
+from search_spaces.latency_table import DeviceSettings, LatencyTable
 from strategies.proxyless.binary_gates import BinaryGateChoice, install_binary_gates
 from strategies.proxyless.gate_cost import expected_gflops
 from strategies.proxyless import ProxylessSearchConfig, ProxylessSettings
@@ -205,10 +206,13 @@ def test_a_model_checkpoint_is_refused_as_a_supernet_checkpoint(tmp_path):
         tiny_search().load(tmp_path / "model.ckpt")
 
 
-def test_the_search_config_takes_every_shared_setting_seed_included():
+def test_the_search_config_takes_every_shared_setting_seed_included(tmp_path):
+    table = tmp_path / "latency.json"
+    LatencyTable(DeviceSettings("cpu", "any")).save(table)
     changed = dict(lr=0.01, momentum=0.8, weight_decay=1e-4, arch_lr=2e-3, arch_weight_decay=1e-3,
                    arch_update_every=2, gradient_estimator="full", flops_penalty=0.1, seed=7,
-                   precision="bf16-mixed", channels_last=True)
+                   precision="bf16-mixed", channels_last=True, latency_table=str(table), latency_target_ms=20.0,
+                   latency_loss="add#linear", latency_alpha=0.3, latency_beta=0.4, latency_lambda=0.2)
     settings = parse_settings(ProxylessSettings, {**changed, "search_epochs": 9}, "test")
     config = ProxylessSearchConfig.from_settings(settings, (3, 16, 16))
     shared = {field.name for field in fields(ProxylessSearchConfig) if hasattr(settings, field.name)}

@@ -29,3 +29,35 @@ def fail(tuner, parameter_id: int, params: dict, error: Exception = RuntimeError
     artifact directory), then NNI says FAILED."""
     write_job_error(Path(resolve_job_paths(params)["out_dir"]), error)
     tuner.trial_end(parameter_id, success=False)
+
+
+def nash_job_spec(params: dict) -> "ArchSpec":
+    """The network a NASH job trains (the made-up start net, or the parent's arch.json with the job's morphisms),
+    written to the job folder as a trial leaves it."""
+    from search_spaces import ArchSpec, nash_start_spec
+    from search_spaces.edits.morphism_ops import Morphism, apply_to_spec
+
+    if params["kind"] == "start":
+        spec = nash_start_spec(10, (4, 8, 8), in_channels=1)
+    else:
+        spec = ArchSpec.from_json((Path(params["parent"]).parent / "arch.json").read_text())
+        for morphism in params.get("morphisms", []):
+            spec = apply_to_spec(spec, Morphism.from_dict(morphism))
+    out_dir = Path(params["out_dir"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "arch.json").write_text(spec.to_json())
+    return spec
+
+
+def run_to_end(tuner, trial) -> list[str]:
+    """Issue and answer jobs until the tuner finishes: `trial(params)` returns the result each job reports. Returns
+    the keys of the jobs issued, in order."""
+    issued_keys, parameter_id = [], 0
+    while not tuner.state["finished"]:
+        issued = issue_all_with_ids(tuner, parameter_id)
+        assert issued, "the tuner stalled"
+        parameter_id += len(issued)
+        for key, (pid, params) in issued.items():
+            issued_keys.append(key)
+            tuner.receive_trial_result(pid, params, trial(params))
+    return issued_keys

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from fractions import Fraction
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -27,6 +27,7 @@ INSERTED_ACTIVATION = "relu"
 # symmetries of a zero init; for a normal law E|w| = std * sqrt(2 / pi).
 INIT_MEAN_ABS = 1e-2
 INIT_STD = INIT_MEAN_ABS * math.sqrt(math.pi / 2)
+MAX_OMEGA = 1024  # MorphNet never widens a group past 1024 x its alive channels
 
 
 # ---- block bookkeeping ------------------------------------------------------------------------------------
@@ -141,6 +142,21 @@ def _breakpoints(alive: dict[str, int], omega_high: Fraction) -> list[Fraction]:
     return sorted(points)
 
 
+@dataclass(frozen=True)
+class WidthBudget:
+    """What MorphNet's width step keeps a network under: a cost that grows with the widths, and its limit.
+    The paper's is FLOPs <= zeta; a latency target (strategies.latency_budget) is the other."""
+
+    cost: Callable[[ArchSpec], float]
+    limit: float
+    name: str  # in the info and the error: "FLOPs", "predicted latency (ms)"
+    fix: str  # the error's fix: "raise zeta"
+
+
+def flops_budget(zeta: float, input_size: tuple[int, int, int]) -> WidthBudget:
+    return WidthBudget(lambda spec: measure_cost(spec, input_size).flops, zeta, "FLOPs", "raise zeta")
+
+
 def morphnet_width_step(
     spec: ArchSpec,
     state_dict: Tensors,
@@ -148,8 +164,10 @@ def morphnet_width_step(
     zeta: float,
     threshold: float,
     seed: int = 0,
+    budget: WidthBudget | None = None,
 ) -> tuple[ArchSpec, Tensors, dict[str, Any]]:
-    """New widths from the BN gammas, scaled by the largest omega that keeps FLOPs <= zeta.
+    """New widths from the BN gammas, scaled by the largest omega that keeps FLOPs <= zeta (or, given `budget`,
+    its cost within its limit: a latency target).
 
     c' = alive channels (|gamma| > threshold, max over a group's BNs); an identity block with a dead inner
     width is removed, every other width is at least 1. omega is the largest breakpoint m / c' whose widths
@@ -168,31 +186,33 @@ def morphnet_width_step(
     groups = width_groups(spec)
     scales = group_scales(groups, state_dict)
     alive = {group.name: max(1, int((scale > threshold).sum())) for group, scale in zip(groups, scales)}
-    cache: dict[tuple[int, ...], int] = {}
+    budget = budget or flops_budget(zeta, input_size)
+    cache: dict[tuple[int, ...], float] = {}
 
-    def flops_at(omega: Fraction) -> int:
+    def cost_at(omega: Fraction) -> float:
         widths = scaled_widths(alive, omega)
         key = tuple(widths.values())
         if key not in cache:
-            cache[key] = measure_cost(spec_with_widths(spec, groups, widths), input_size).flops
+            cache[key] = budget.cost(spec_with_widths(spec, groups, widths))
         return cache[key]
 
     omega_high = Fraction(1)
-    while flops_at(omega_high) <= zeta:  # FLOPs grow without bound in omega, so this ends
+    # FLOPs grow without bound in omega; a latency predicted from a table might level off, hence the cap
+    while cost_at(omega_high) <= budget.limit and omega_high < MAX_OMEGA:
         omega_high *= 2
     points = _breakpoints(alive, omega_high)
-    # FLOPs are monotone in omega: bisect for the last breakpoint within budget
+    # The cost is monotone in omega: bisect for the last breakpoint within budget
     low, high = 0, len(points)  # invariant: points[:low] fit, points[high:] do not
     while low < high:
         middle = (low + high) // 2
-        if flops_at(points[middle]) <= zeta:
+        if cost_at(points[middle]) <= budget.limit:
             low = middle + 1
         else:
             high = middle
     if low == 0:
         raise ValueError(
-            f"zeta = {zeta:g} FLOPs is below the {flops_at(points[0]):g} FLOPs of this net at width 1 everywhere; "
-            f"raise zeta."
+            f"the budget of {budget.limit:g} {budget.name} is below the {cost_at(points[0]):g} {budget.name} of this "
+            f"net at width 1 everywhere; {budget.fix}."
         )
     omega = points[low - 1]
     widths = scaled_widths(alive, omega)
@@ -209,7 +229,9 @@ def morphnet_width_step(
         "omega_exact": str(omega),  # Fraction strings: floor(omega * c') is exact, floats can miss by one
         "next_omega_exact": str(points[low]),
         "flops_before": flops_before,
-        "flops_after": flops_at(omega),
+        "flops_after": measure_cost(new_spec, input_size).flops,
+        "budget": budget.name,
+        "cost_after": cost_at(omega),
         "alive_widths": alive,
         "widths": widths,
         "removed_blocks": removed,

@@ -1,8 +1,8 @@
 """`resnas`: validate, create / resume (through nnictl, on 127.0.0.1, behind a token), stop, status, quickstart,
-export, plot, space.
+export, plot, space, latency-table.
 
-Each subcommand is a Command(add_arguments, run, help) in COMMANDS; export and plot live in their own
-modules. Errors a user can cause print one line and exit 2 (errors.UserError and the known error types).
+Each subcommand is a Command(add_arguments, run, help) in COMMANDS; export, plot, space and latency-table live in
+their own modules. Errors a user can cause print one line and exit 2 (errors.UserError and the known error types).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Callable, NamedTuple
 
-from . import export, plot, space
+from . import export, latency_table, plot, space
 from .errors import USER_ERROR, UserError
 
 QUICKSTART_CONFIG = Path(__file__).resolve().parents[2] / "nni_configs" / "quickstart.yml"
@@ -228,6 +228,7 @@ COMMANDS: dict[str, Command] = {
     "export": Command(export.add_arguments, export.run, export.HELP),
     "plot": Command(plot.add_arguments, plot.run, plot.HELP),
     "space": Command(space.add_arguments, space.run, space.HELP),
+    "latency-table": Command(latency_table.add_arguments, latency_table.run, latency_table.HELP),
 }
 
 
@@ -244,15 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from search_spaces import ExportError, SpecError
+    from search_spaces.errors import LatencyTableError
     from trainers import CheckpointError, DataError
 
     from ..launch import ConfigError, LaunchError
     from ..multi_trial.state import StateError
+    from ..settings import SettingsError
 
     try:
         return args.run(args)
     except (UserError, ConfigError, LaunchError, StateError, SpecError, ExportError, CheckpointError,
-            DataError) as error:
+            DataError, LatencyTableError, SettingsError) as error:
         message = " ".join(str(error).split())  # one line, whatever the exception text held
         print(f"resnas {args.command}: {message}", file=sys.stderr)
         return USER_ERROR

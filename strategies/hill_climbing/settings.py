@@ -7,8 +7,11 @@ from typing import Any, Literal
 
 from search_spaces.edits.morphism_ops import DEFAULT_MORPHISM_OPS, MORPHISM_OPS
 from search_spaces.pretrained_sources import SOURCE_FORMS, is_pretrained_source, source_problem
+from search_spaces.spec import nash_start_spec
+from trainers.datasets import dataset_entry
 
 from ..data import Augment, DataSettings
+from ..latency_budget import LatencySettings
 from ..settings import ArtifactSettings, SettingsError, choices, parse_settings, require_choice
 
 START_NETS = ("nash",)  # or a path to an ArchSpec JSON file, or a pretrained timm ResNet (timm:NAME, local-dir:PATH)
@@ -21,7 +24,8 @@ MODES, NEIGHBOUR_SCHEDULES = choices(Mode), choices(NeighbourSchedule)
 
 
 @dataclass(frozen=True)
-class HillClimbingSettings(ArtifactSettings, DataSettings):
+class HillClimbingSettings(ArtifactSettings, LatencySettings, DataSettings):
+    # LatencySettings: latency_table, latency_target_ms (children predicted slower are redrawn, see tuner.py).
     dataset: str = "cifar10"
     augment: Augment = "default"  # CIFAR: random crops + flips, the scheme of Loshchilov & Hutter the paper uses
     batch_size: int = 128
@@ -87,6 +91,10 @@ class HillClimbingSettings(ArtifactSettings, DataSettings):
         elif self.start not in START_NETS and not self.start.endswith(".json"):
             raise SettingsError(f"{where}: start must be 'nash', the path of an ArchSpec .json file or a pretrained "
                                 f"network ({SOURCE_FORMS}), got {self.start!r}.")
+        if self.start == "nash":  # other starts are read by the trial (a pretrained one needs torch)
+            info = dataset_entry(self.dataset).info
+            self.check_within_budget(nash_start_spec(info.num_classes, tuple(self.start_widths), info.in_channels),
+                                     "the start net", where)
 
 
 def parse_hill_climbing_args(class_args: dict[str, Any] | None, where: str = "tuner.classArgs") -> HillClimbingSettings:

@@ -16,7 +16,10 @@ compete with its previous result. The lineage (winner, morphisms, accuracy and p
 the state file and drawn as lineage.png beside it after every step.
 
 The morphisms are drawn on specs alone (search_spaces.edits.morphism_ops imports no torch): NNI gives the
-tuner process 10 s from its start to connect.
+tuner process 10 s from its start to connect. With latency_table and latency_target_ms, a child whose predicted
+latency (strategies.latency_budget, from the JSON table) is over the target is drawn again, up to
+LATENCY_DRAWS times with the child's own seeded generator; a child with no draw under the target is recorded as
+failed ("refused") and never trained.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import logging
 import random
 from typing import Any
 
+from ..data import input_size
 from ..multi_trial import MultiTrialTuner
 from ..multi_trial.job_files import SPEC_FILE
 from ..multi_trial.state import DONE, FAILED
@@ -33,6 +37,7 @@ from .settings import parse_hill_climbing_args
 
 logger = logging.getLogger(__name__)
 START, FINAL = "start", "final"
+LATENCY_DRAWS = 20  # morphism draws per child before a child over the latency budget is given up
 
 
 def child_key(step: int, index: int) -> str:
@@ -43,6 +48,11 @@ def random_walk_choice(seed: int, step: int, children: list[str]) -> str:
     """The random walk's next net: uniform over the step's finished children, seeded per (seed, step) so a
     resumed search chooses alike; accuracy plays no part."""
     return random.Random(f"{seed}:{step}:walk").choice(children)
+
+
+def _latency(result: dict[str, Any]) -> dict[str, Any]:
+    """A job's predicted latency for the lineage, when its trial reported one (a search with a latency_table)."""
+    return {"latency_ms": result["latency_ms"]} if "latency_ms" in result else {}
 
 
 def parent_key(step: int) -> str:
@@ -84,13 +94,26 @@ class HillClimbingTuner(MultiTrialTuner):
         parent = self.state["best"]
         parent_spec = ArchSpec.from_json((self.job_dir(parent) / SPEC_FILE).read_text())
         from_parent = {"parent": self.checkpoint(parent), "parent_job": parent}
+        budget = self.settings.latency_budget(input_size(self.settings))
         jobs = []
         for index, key in enumerate(self._child_keys(step)):
             # Seeded per (seed, step, child): a resumed search draws the same children.
             rng = random.Random(f"{self.settings.seed}:{step}:{index}")
-            morphisms, _ = draw_morphisms(parent_spec, self.settings.n_morphisms, rng, self.settings.morphisms)
-            jobs.append(self._job(key, "child", self.settings.epochs_neighbour, **from_parent,
-                                  morphisms=[morphism.to_dict() for morphism in morphisms]))
+            refused, facts = None, {}
+            for _ in range(LATENCY_DRAWS if budget is not None else 1):
+                morphisms, child = draw_morphisms(parent_spec, self.settings.n_morphisms, rng, self.settings.morphisms)
+                if budget is None:
+                    break
+                predicted = budget.predict(child).total_ms
+                facts = {"predicted_latency_ms": round(predicted, 4)}
+                refused = None if predicted <= budget.target_ms else (
+                    f"no draw of {self.settings.n_morphisms} morphisms in {LATENCY_DRAWS} stayed within "
+                    f"latency_target_ms {budget.target_ms:g} (the last: {predicted:.4g} ms)")
+                if refused is None:
+                    break
+            job = self._job(key, "child", self.settings.epochs_neighbour, **from_parent, **facts,
+                            morphisms=[morphism.to_dict() for morphism in morphisms])
+            jobs.append({**job, "refused": refused} if refused else job)
         if self._retrains_parent:
             jobs.append(self._job(parent_key(step), "parent", self.settings.epochs_neighbour, **from_parent,
                                   morphisms=[]))
@@ -99,7 +122,7 @@ class HillClimbingTuner(MultiTrialTuner):
     def _candidate(self, key: str) -> dict[str, Any]:
         result = self.result(key) or {}
         return {"job": key, "status": self.jobs[key]["status"], "val_accuracy": result.get("val_accuracy"),
-                "params": result.get("params"),
+                "params": result.get("params"), **_latency(result),
                 "retrained_parent": self.jobs[key]["params"].get("kind") == "parent"}
 
     def _lineage_entry(self, step: int, winner: str, parent: str | None, candidates: list[str]) -> dict[str, Any]:
@@ -114,6 +137,7 @@ class HillClimbingTuner(MultiTrialTuner):
             "val_accuracy": result.get("val_accuracy"),
             "params": result.get("params"),
             "flops": result.get("flops"),
+            **_latency(result),
             "candidates": [self._candidate(key) for key in candidates],
         }
 

@@ -9,6 +9,7 @@ from typing import Any
 from search_spaces.pretrained_sources import SOURCE_FORMS, is_pretrained_source, source_problem
 
 from ..data import Augment, DataSettings
+from ..latency_budget import LatencySettings
 from ..settings import ArtifactSettings, SettingsError, parse_settings
 
 # RB-0Net (one conv, two pools, a dense layer), ResNet-18; or an ArchSpec JSON path, or a pretrained timm ResNet
@@ -18,7 +19,9 @@ VARIANTS = ("with_reg", "no_reg_ri", "no_reg_wi")  # all terms; no extra terms f
 
 
 @dataclass(frozen=True)
-class LayerPruningSettings(ArtifactSettings, DataSettings):
+class LayerPruningSettings(ArtifactSettings, LatencySettings, DataSettings):
+    # LatencySettings: latency_table, latency_target_ms (when given, the budget of MorphNet's step and the pick
+    # instead of zeta).
     dataset: str = "cifar10"
     augment: Augment = "shift"  # 10% shifts (+ horizontal flips where labels allow them)
     batch_size: int = 64
@@ -33,7 +36,8 @@ class LayerPruningSettings(ArtifactSettings, DataSettings):
     tau_lasso: float = 1e-3  # tau_L: a block with a conv whose mean |w| per weight falls below it is deleted
     # (the authors' code divides eq. 6's sum by the conv's weight count; a raw sum is ~1e4 x larger)
     weight_decay: float = 1e-5  # lambda_0, the extra L2 term
-    zeta: float = 1e8  # FLOP budget of the MorphNet width step (1e9 for the paper's 300 px Animals10)
+    zeta: float = 1e8  # FLOP budget of the MorphNet width step (1e9 for the paper's 300 px Animals10); unused
+    # with latency_target_ms
     gamma_threshold: float = 1e-2  # a channel is alive while its BN |gamma| is above this
     lr: float = 1e-3  # Adam
     morphnet_only: bool = False  # ablation: no insertion, no LayerLasso (the paper's "MorphNet only" column)

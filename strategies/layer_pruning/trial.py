@@ -11,6 +11,7 @@ import torch
 
 from search_spaces.builder import build_model
 from search_spaces.edits.resbuilder import (
+    WidthBudget,
     insert_random_block,
     morphnet_width_step,
     remove_small_blocks,
@@ -113,7 +114,8 @@ def _prepare(kind: str, parameters: dict[str, Any], settings: LayerPruningSettin
                 spec, state_dict, random.Random(parameters["edit_seed"]))
         elif parameters["edit"] == "morphnet":
             spec, state_dict, facts["morphnet"] = morphnet_width_step(
-                spec, state_dict, input_size(settings), settings.zeta, settings.gamma_threshold)
+                spec, state_dict, input_size(settings), settings.zeta, settings.gamma_threshold,
+                budget=latency_width_budget(settings))
         return spec, build_with_weights(spec, state_dict), facts
     spec, state_dict = load_job_model(parameters["source"])
     if kind == "no_reg_ri":
@@ -121,6 +123,17 @@ def _prepare(kind: str, parameters: dict[str, Any], settings: LayerPruningSettin
     if kind == "no_reg_wi":
         return spec, build_with_weights(spec, state_dict), {}
     raise SettingsError(f"unknown layer-pruning job kind {kind!r}; use with_reg, no_reg_ri, no_reg_wi or final.")
+
+
+def latency_width_budget(settings: LayerPruningSettings) -> WidthBudget | None:
+    """With a latency target, MorphNet's width step keeps the predicted latency within it instead of FLOPs within
+    zeta (widths the table lacks are estimated from their family; the trial then measures the chosen net's parts
+    into the table when it runs on the table's device, and reports that prediction)."""
+    budget = settings.latency_budget(input_size(settings))
+    if budget is None:
+        return None
+    return WidthBudget(lambda spec: budget.predict(spec).total_ms, budget.target_ms, "ms of predicted latency",
+                       "raise latency_target_ms")
 
 
 def _regularizers(spec: ArchSpec, settings: LayerPruningSettings) -> list:

@@ -6,7 +6,10 @@ trial (CE + LayerLasso + MorphNet + L2) first deletes the blocks LayerLasso drov
 step's edit to the previous step's trained net, then trains; it decides the next architecture. The same
 architecture is also trained without the extra terms, from random init (No Reg RI) and from the With Reg
 weights (No Reg WI), as separate trials running beside the search. At the end the best No Reg architecture
-within the FLOP budget (validation accuracy) is tested and exported.
+within the FLOP budget (validation accuracy) is tested and exported. With latency_table and latency_target_ms the
+latency target replaces zeta: MorphNet's width step scales to the predicted latency, and the pick is among the
+architectures whose reported `latency_ms` is within the target. Insertions are drawn inside the trials and are
+not held to the target: the next MorphNet step brings the widths back within it.
 """
 
 from __future__ import annotations
@@ -97,14 +100,21 @@ class LayerPruningTuner(MultiTrialTuner):
         return new
 
     def _final_job(self) -> dict[str, Any] | None:
-        """The best No Reg architecture by validation accuracy, among those within the FLOP budget."""
+        """The best No Reg architecture by validation accuracy, among those within the budget: FLOPs within zeta,
+        or with latency_target_ms the latency the trials reported within it."""
         candidates = [key for key in self.state["order"] if key.split("/")[-1] in NO_REG_VARIANTS and self.result(key)]
         if not candidates:
             self.finish("no No Reg trial succeeded; see the trials' logs in the dashboard and rerun")
             return None
-        within = [key for key in candidates if self.result(key)["flops"] <= self.settings.zeta]
+        target = self.settings.latency_target_ms
+        if target is None:
+            within = [key for key in candidates if self.result(key)["flops"] <= self.settings.zeta]
+            budget = f"the FLOP budget {self.settings.zeta:g}"
+        else:
+            within = [key for key in candidates if self.result(key).get("latency_ms", float("inf")) <= target]
+            budget = f"the latency target {target:g} ms"
         if not within:
-            logger.warning("no architecture met the FLOP budget %g; taking the best overall", self.settings.zeta)
+            logger.warning("no architecture met %s; taking the best overall", budget)
         best = max(within or candidates, key=lambda key: self.result(key)["val_accuracy"])
         self.state["best"] = best
         # A pretrained start net's origin (step 0 reported it) goes on the exported model's card.

@@ -207,9 +207,38 @@ def build_with_weights(spec: ArchSpec, state_dict: dict[str, torch.Tensor]) -> n
     return model
 
 
-def cost_facts(spec: ArchSpec, data: DataSettings) -> dict[str, int]:
+def cost_facts(spec: ArchSpec, data: DataSettings) -> dict[str, Any]:
+    """params, FLOPs and MACs; with a latency_table setting also `latency_ms` predicted from it (parts it lacks are
+    measured into it first when this machine is the table's device, else estimated and counted)."""
     cost = measure_cost(spec, input_size=input_size(data))
-    return {"params": cost.params, "flops": cost.flops, "macs": cost.macs}
+    return {"params": cost.params, "flops": cost.flops, "macs": cost.macs, **_predicted_latency(spec, data)}
+
+
+def _predicted_latency(spec: ArchSpec, data: DataSettings) -> dict[str, Any]:
+    table = getattr(data, "latency_table", None)
+    if table is None:
+        return {}
+    from search_spaces.latency import predicted_latency
+
+    return predicted_latency(spec, table, input_size(data))
+
+
+def export_latency(spec: ArchSpec, data: DataSettings) -> dict[str, Any]:
+    """An exported network's latency facts: predicted from the table, measured end to end where this machine is the
+    table's device (cheap next to training), and the device they hold for; {} without a latency_table."""
+    table_path = getattr(data, "latency_table", None)
+    if table_path is None:
+        return {}
+    from search_spaces.latency import measured_latency
+    from search_spaces.latency_table import LatencyTable
+
+    size = input_size(data)
+    measured = measured_latency(spec, table_path, size)
+    facts = {**_predicted_latency(spec, data),
+             "latency_device": f"{LatencyTable.load(table_path).device.describe()}, input {size[0]}x{size[1]}x{size[2]}"}
+    if measured is not None:
+        facts["measured_latency_ms"] = round(measured, 4)
+    return facts
 
 
 def data_card(data: DataSettings, card: ModelCard | None = None, **facts: Any) -> ModelCard:
@@ -243,7 +272,10 @@ def test_and_export(model: nn.Module, spec: ArchSpec, datamodule: Classification
     its README card filled from `card` (the method), the settings (data_card) and the test result."""
     model.to(training_device())
     test = evaluate(model, datamodule, split="test")
-    card = data_card(data, card, test_accuracy=test["accuracy"], test_split=datamodule.test_source)
+    latency = export_latency(spec, data)
+    card_latency = {name: latency.get(name) for name in ("latency_ms", "measured_latency_ms", "latency_device")}
+    card = data_card(data, card, test_accuracy=test["accuracy"], test_split=datamodule.test_source, **card_latency)
     export_dir = export_to_timm(spec, model.cpu(), export_dir or out_dir / "timm_export",
                                 **export_normalization(data), input_size=input_size(data), card=card)
-    return {"test_accuracy": test["accuracy"], "test_split": datamodule.test_source, "export_dir": str(export_dir)}
+    return {"test_accuracy": test["accuracy"], "test_split": datamodule.test_source, "export_dir": str(export_dir),
+            **latency}

@@ -113,7 +113,9 @@ class MultiTrialTuner(Tuner):
 
     def add_jobs(self, jobs: list[dict[str, Any]]) -> None:
         """Each job: {"key": str, "params": dict}; params get the method, the key, the job folder and the artifact
-        root the job paths are under (a worker that mounts it elsewhere swaps it: job_files.resolve_job_paths)."""
+        root the job paths are under (a worker that mounts it elsewhere swaps it: job_files.resolve_job_paths).
+        A job with "refused": reason (a child over the latency budget) is recorded as failed with that reason and
+        never issued: the step sees it like a failed trial."""
         for job in jobs:
             key = job["key"]
             if key in self.jobs:
@@ -121,6 +123,9 @@ class MultiTrialTuner(Tuner):
             params = {"method": self.method, "job": key, "artifact_dir": str(self.artifact_root),
                       "out_dir": str(self.job_dir(key)), **job["params"]}
             self.jobs[key] = {"params": params, "status": PENDING, "result": None}
+            if job.get("refused"):
+                self.jobs[key].update(status=FAILED, error=job["refused"])
+                logger.info("%s: %s is not trained: %s", self.method, key, job["refused"])
             self.state["order"].append(key)
 
     def result(self, key: str) -> dict[str, Any] | None:

@@ -29,6 +29,7 @@ from trainers.tensorboard import ScalarLog
 from .binary_gates import GateBank, install_binary_gates
 from .distributed import World, all_reduce_sums, average_gradients, broadcast_parameters
 from .gate_cost import expected_gflops, measure_candidate_flops
+from .gate_latency import CandidateLatency, expected_latency_ms, latency_loss, load_candidate_latency
 from .settings import GRADIENT_ESTIMATORS, ProxylessSearchConfig
 from .trajectory import normalised_entropy
 
@@ -87,10 +88,13 @@ class ProxylessSearch:
         # None: no input size known (NNI's strategy), so FLOPs are not counted.
         self.candidate_flops = None if config.input_size is None else measure_candidate_flops(space, self.bank, config.input_size)
         self._path_flops_table = _path_flops_table(self.candidate_flops)
+        self.candidate_latency = self._candidate_latency(space, config)
         self.model.to(self.device)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.bank.to(self.device)
+        if self.candidate_latency is not None:
+            self.candidate_latency = self.candidate_latency.to(self.device)
         self.world = world or World()
         if self.world.distributed:  # rank 0's start everywhere; identical averaged steps keep it so
             broadcast_parameters([*self.model.parameters(), *self.model.buffers(), *self.bank.parameters()])
@@ -113,6 +117,22 @@ class ProxylessSearch:
             tensorboard_dir = trial_tensorboard_root() / "search"
         self.tensorboard = ScalarLog(tensorboard_dir) if tensorboard_dir is not None else None
         self._logged_step = -1
+
+    def _candidate_latency(self, space: nn.Module, config: ProxylessSearchConfig) -> CandidateLatency | None:
+        """Every candidate's latency from config.latency_table (measuring what it lacks on its device), or None
+        without a latency target."""
+        if config.latency_table is None or config.latency_target_ms is None:
+            return None
+        if config.input_size is None:
+            raise ValueError("a latency loss reads the table at input_size; give input_size=(channels, height, width).")
+        return load_candidate_latency(space, self.bank, config.latency_table, config.input_size)
+
+    def expected_latency(self) -> float | None:
+        """Expected latency in ms under the current gates, None without a latency table."""
+        if self.candidate_latency is None:
+            return None
+        with torch.no_grad():
+            return float(expected_latency_ms(self.bank, self.candidate_latency))
 
     # ---- one epoch ------------------------------------------------------------------------------------
     def run_epoch(
@@ -137,6 +157,8 @@ class ProxylessSearch:
         if self.candidate_flops is not None:
             with torch.no_grad():
                 metrics["expected_gflops"] = float(expected_gflops(self.bank, self.candidate_flops))
+        if self.candidate_latency is not None:
+            metrics["expected_latency_ms"] = self.expected_latency()
         metrics["lr"] = self.weight_optimizer.param_groups[0]["lr"]
         if self.tensorboard is not None:
             self._log_tensorboard({"epoch": self.epoch, **metrics})
@@ -144,9 +166,10 @@ class ProxylessSearch:
 
     def _log_tensorboard(self, epoch_metrics: dict[str, float] | None = None) -> None:
         """At this weight step: each candidate's gate probability, their mean normalised entropy (1 undecided, 0
-        decided) and the expected GFLOPs; with `epoch_metrics` the epoch's too. One small device sync."""
+        decided), the expected GFLOPs and (with a latency table) the expected latency; with `epoch_metrics` the epoch's too. One small device sync."""
         values: dict[str, float] = dict(epoch_metrics or {})
         values.pop("expected_gflops", None)  # logged below under gates/
+        values.pop("expected_latency_ms", None)
         if self.step != self._logged_step:
             probabilities = self.gate_probabilities()
             for label, probs in probabilities.items():
@@ -156,6 +179,8 @@ class ProxylessSearch:
             if self.candidate_flops is not None:
                 with torch.no_grad():
                     values["gates/expected_gflops"] = float(expected_gflops(self.bank, self.candidate_flops))
+            if self.candidate_latency is not None:
+                values["gates/expected_latency_ms"] = self.expected_latency()
         self.tensorboard.scalars(values, step=self.step)
         self._logged_step = self.step
 
@@ -217,6 +242,8 @@ class ProxylessSearch:
                 loss = self.criterion(self.model(images), labels)
             if self.config.flops_penalty:  # outside autocast: the penalty stays in fp32
                 loss = loss + self.config.flops_penalty * expected_gflops(self.bank, self.candidate_flops)
+            if self.candidate_latency is not None:  # fp32 too; its gradient reaches every alpha of a term
+                loss = latency_loss(loss, expected_latency_ms(self.bank, self.candidate_latency), self.config)
             self.arch_optimizer.zero_grad(set_to_none=True)
             before = self._evaluated_log_mass() if self.config.gradient_estimator == "two_path" else None
             self._step(loss, self.arch_optimizer, self.arch_scaler)

@@ -21,14 +21,22 @@ from search_spaces.scopes import (
 from trainers.speed import Precision, Switch
 
 from ..data import Augment, DataSettings, input_size
+from ..latency_budget import LatencySettings
 from ..settings import SettingsError, choices, parse_settings, require_choice
 
 GradientEstimator = Literal["two_path", "full"]
 GRADIENT_ESTIMATORS = choices(GradientEstimator)
+# The official ProxylessNAS latency losses (its `grad_reg_loss_type`), gate_latency.py:
+#   mul#log:    CE * latency_alpha * (log E[LAT] / log latency_target_ms) ** latency_beta
+#   add#linear: CE + latency_lambda * (E[LAT] - latency_target_ms) / latency_target_ms
+LatencyLoss = Literal["mul#log", "add#linear"]
+LATENCY_LOSSES = choices(LatencyLoss)
 
 
 @dataclass(frozen=True)
-class ProxylessSettings(DataSettings):
+class ProxylessSettings(LatencySettings, DataSettings):
+    # LatencySettings: latency_table (measured on the target device; alone: latency reported, not searched for) and
+    # latency_target_ms, the latency loss's target.
     # DataSettings: dataset (cifar10), data_dir, batch_size (64), val_fraction (0.1: architecture
     # steps use this held-out part of the training set), limits, num_workers, seed.
     scope: str = "m"  # s, m, l, f, or "none": the plain ResNet-50 of Table I, retrained without a search
@@ -51,6 +59,12 @@ class ProxylessSettings(DataSettings):
     arch_update_every: int = 1  # the paper alternates every step; k > 1 is a cost lever
     gradient_estimator: GradientEstimator = "two_path"
     flops_penalty: float = 0.0  # weight of expected GFLOPs in the architecture loss; 0 = the paper
+    # With latency_table and latency_target_ms: the architecture loss of the official ProxylessNAS code, from the
+    # expected latency under the gates (its defaults: alpha 0.2, beta 0.3, lambda 0.1).
+    latency_loss: LatencyLoss = "mul#log"
+    latency_alpha: float = 0.2
+    latency_beta: float = 0.3
+    latency_lambda: float = 0.1
     exit_patience: int = 0  # stop when the argmax held this many epochs (and entropy is low); 0 = off
     exit_entropy: float = 0.5
     retrain_schedule: Literal["cosine", "none"] = "cosine"
@@ -72,6 +86,18 @@ class ProxylessSettings(DataSettings):
         if self.width_multiplier <= 0:
             raise SettingsError(f"{where}: width_multiplier must be positive, got {self.width_multiplier}.")
         self._check_kernels_fit(where)
+        self._check_latency(where)
+
+    def _check_latency(self, where: str) -> None:
+        require_choice(self.latency_loss, LATENCY_LOSSES, "latency_loss", where)
+        if self.latency_loss == "mul#log" and self.latency_target_ms is not None and self.latency_target_ms <= 1:
+            # log(target) is 0 at 1 ms and negative below: the ratio of logs would blow up or flip its sign.
+            raise SettingsError(f"{where}: latency_loss mul#log divides by log(latency_target_ms), which is not "
+                                f"positive at {self.latency_target_ms} ms; use latency_loss add#linear, or a larger "
+                                f"batch in the table.")
+        for name in ("latency_alpha", "latency_beta", "latency_lambda"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{where}: {name} must be 0 or more, got {getattr(self, name)}.")
 
     def _check_kernels_fit(self, where: str) -> None:
         """Refuse a searched kernel choice on a map smaller than the kernel: there the larger candidate's
@@ -110,6 +136,13 @@ class ProxylessSearchConfig:
     # not grow with the number of candidates; "full" evaluates all of them (NNI's default).
     gradient_estimator: GradientEstimator = "two_path"
     flops_penalty: float = 0.0  # architecture loss += penalty * expected GFLOPs (differentiable in alpha)
+    # A latency table and target turn on the latency loss (gate_latency.py; None: none).
+    latency_table: str | None = None
+    latency_target_ms: float | None = None
+    latency_loss: LatencyLoss = "mul#log"
+    latency_alpha: float = 0.2
+    latency_beta: float = 0.3
+    latency_lambda: float = 0.1
     input_size: tuple[int, int, int] = (3, 32, 32)
     total_epochs: int = 1
     seed: int = 0  # seeds the path sampler

@@ -242,7 +242,7 @@ def _search_loop(space, settings: ProxylessSettings, datamodule, input_size, out
             limit_train_batches=settings.limit_train_batches,
             limit_val_batches=settings.limit_val_batches,
         )
-        gate_stats = trajectory.record(search.gate_probabilities())
+        gate_stats = trajectory.record(search.gate_probabilities(), metrics.get("expected_latency_ms"))
         epochs_run = epoch + 1
         stop = exit_rule.should_stop(gate_stats["argmax_changes"], gate_stats["gate_entropy"])
         if world.is_main:
@@ -269,7 +269,9 @@ def _resume(search, trajectory: GateTrajectory, exit_rule: SearchExit, checkpoin
         logger.warning("%s; starting the search over", error)
         return 0
     if gates.exists():
-        trajectory.epochs = GateTrajectory.load(gates).epochs[: extra["epoch"]]
+        saved = GateTrajectory.load(gates)
+        trajectory.epochs = saved.epochs[: extra["epoch"]]
+        trajectory.expected_latency_ms = saved.expected_latency_ms[: extra["epoch"]]
     exit_rule.stable_epochs = extra.get("stable_epochs", 0)
     logger.info("resuming the search after epoch %d", extra["epoch"])
     return int(extra["epoch"])

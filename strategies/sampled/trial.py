@@ -3,7 +3,8 @@ the method that searches its space, report every epoch's validation accuracy, te
 
 The final `default` is the *validation* accuracy: NNI's tuners (TPE, Evolution) learn from the final `default`,
 and a search that learned from the test split would be tuned on it. The test accuracy is reported beside it
-(`test_accuracy`), measured on the same held-out split as every other method's.
+(`test_accuracy`), measured on the same held-out split as every other method's. With latency_table and
+latency_target_ms in method_settings, a sample predicted over the target fails at once without training.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from search_spaces.builder import build_model
 from search_spaces.model_card import ModelCard
 from trainers import OptimConfig
 
-from ..data import make_job_datamodule
+from ..data import input_size, make_job_datamodule
 from ..multi_trial.job_trial import cost_facts, test_and_export, train
 from ..proxyless.settings import ProxylessSettings
 from ..proxyless.trial import retrain_optim
@@ -47,6 +48,10 @@ def run_sampled_trial(parameters: dict[str, Any], output_dir: Path, reporter: Re
     datamodule = make_job_datamodule(paired)
     info = datamodule.info
     spec = settings.choices(info.num_classes, info.in_channels).to_spec(sample)
+    budget = paired.latency_budget(input_size(paired))  # with latency_table and latency_target_ms
+    refusal = budget.refusal(spec, "this sample") if budget is not None else None
+    if refusal:  # not trained: the trial fails at once, and NNI's tuners sample on
+        raise SettingsError(refusal)
     model = build_model(spec)
     optim, epochs = recipe(paired)
     fitted = train(model, datamodule, paired, optim, epochs, reporter)

@@ -8,8 +8,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from search_spaces.pretrained_sources import is_pretrained_source
+from search_spaces.spec import cifar_resnet_spec
+from trainers.datasets import dataset_entry
 
 from ..data import Augment, DataSettings
+from ..latency_budget import LatencySettings
 from ..settings import ArtifactSettings, SettingsError, choices, parse_settings
 from .importance import CRITERIA, Criterion
 
@@ -20,7 +23,8 @@ EXTENDS = choices(Extend)
 
 
 @dataclass(frozen=True)
-class StagewiseSettings(ArtifactSettings, DataSettings):
+class StagewiseSettings(ArtifactSettings, LatencySettings, DataSettings):
+    # LatencySettings: latency_table, latency_target_ms (a stage grows only while the net stays within it).
     dataset: str = "cifar10"
     augment: Augment = "default"  # CIFAR: pad-4 random crops + horizontal flips, as in the authors' code
     batch_size: int = 128
@@ -86,6 +90,9 @@ class StagewiseSettings(ArtifactSettings, DataSettings):
         if limits is not None and any(s > d for s, d in zip(self.start_depths, limits)):
             raise SettingsError(f"{where}: start_depths {list(self.start_depths)} exceed the donor's depths "
                                 f"{list(limits)}; a stage cannot be deeper than the donor's.")
+        info = dataset_entry(self.dataset).info
+        self.check_within_budget(cifar_resnet_spec(self.start_depths, self.widths, info.num_classes, info.in_channels),
+                                 f"the start net {list(self.start_depths)}", where)
 
     @property
     def max_depths(self) -> tuple[int, ...] | None:

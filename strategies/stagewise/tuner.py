@@ -14,6 +14,11 @@ A candidate's trial reports one score per stage (strategies.stagewise.importance
 Since iter{k+1}/temporary only needs the depths of iter{k}/grown, not its training, the two train side by side
 (as do start and iter1/temporary): two trial slots halve the search's wall time. The search ends after
 `iterations` iterations, or when no stage grows (the authors' code then retrains the same net; we stop).
+
+With latency_table and latency_target_ms, a stage can grow only when the current net with that stage grown stays
+within the target (predicted from the JSON table, no torch); when the temporary net with every such stage grown
+is over it, the stage whose growth costs the most latency is left out, until it fits. The grown net grows a subset
+of the temporary net's stages, so it fits too: no candidate over the target is trained.
 """
 
 from __future__ import annotations
@@ -21,6 +26,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from search_spaces.spec import ArchSpec, cifar_resnet_spec
+from trainers.datasets import dataset_entry
+
+from ..data import input_size
+from ..latency_budget import LatencyBudget
 from ..multi_trial import MultiTrialTuner
 from ..multi_trial.state import DONE, ENDED, FAILED
 from .plot import STAGEWISE_FIGURE
@@ -59,8 +69,30 @@ class StagewiseTuner(MultiTrialTuner):
         return list(record["depths"]) if record else list(self.settings.start_depths)
 
     def can_grow(self, depths: list[int]) -> list[bool]:
+        """Stages that may grow by delta: within the donor's depth and, alone, within the latency budget."""
         limits = self.state["max_depths"] or [None] * len(depths)
-        return [limit is None or depth + self.settings.delta <= limit for depth, limit in zip(depths, limits)]
+        able = [limit is None or depth + self.settings.delta <= limit for depth, limit in zip(depths, limits)]
+        if self._budget is None:
+            return able
+        return [ok and self._fits(self._grown(depths, [i == stage for i in range(len(depths))]))
+                for stage, ok in enumerate(able)]
+
+    @property
+    def _budget(self) -> LatencyBudget | None:
+        return self.settings.latency_budget(input_size(self.settings))
+
+    def _spec(self, depths: list[int]) -> ArchSpec:
+        info = dataset_entry(self.settings.dataset).info  # the registry's facts: no data read, no torch
+        return cifar_resnet_spec(tuple(depths), self.settings.widths, info.num_classes, info.in_channels)
+
+    def _latency(self, depths: list[int]) -> float:
+        return self._budget.predict(self._spec(depths)).total_ms
+
+    def _fits(self, depths: list[int]) -> bool:
+        return self._latency(depths) <= self._budget.target_ms
+
+    def _grown(self, depths: list[int], grow: list[bool]) -> list[int]:
+        return [depth + self.settings.delta * grows for depth, grows in zip(depths, grow)]
 
     def _candidate(self, key: str, depths: list[int], iteration: int, role: str) -> dict[str, Any]:
         donor = self.checkpoint(DONOR) if self.settings.train_donor else self.settings.donor
@@ -70,7 +102,12 @@ class StagewiseTuner(MultiTrialTuner):
 
     def _temporary(self, iteration: int, depths: list[int]) -> dict[str, Any]:
         grow = self.can_grow(depths)
-        temporary = [depth + self.settings.delta * able for depth, able in zip(depths, grow)]
+        if self._budget is not None:  # leave out the costliest growth until the temporary net fits
+            while any(grow) and not self._fits(self._grown(depths, grow)):
+                costs = {stage: self._latency(self._grown(depths, [i == stage for i in range(len(depths))]))
+                         for stage, grows in enumerate(grow) if grows}
+                grow[max(costs, key=costs.get)] = False
+        temporary = self._grown(depths, grow)
         return self._candidate(iteration_key(iteration, "temporary"), temporary, iteration, "temporary")
 
     def first_jobs(self) -> list[dict[str, Any]]:
@@ -128,7 +165,8 @@ class StagewiseTuner(MultiTrialTuner):
             return self._conclude()
         current_depths = self.current_depths
         if not any(self.can_grow(current_depths)):
-            self._end_search("no stage can grow past the donor's depth")
+            within = " or the latency budget" if self._budget is not None else ""
+            self._end_search(f"no stage can grow past the donor's depth{within}")
             return self._conclude()
         temporary_key = iteration_key(iteration, "temporary")
         temporary = self.jobs[temporary_key]
@@ -138,7 +176,9 @@ class StagewiseTuner(MultiTrialTuner):
             self._end_search(f"{temporary_key} failed; no growth can be decided")
             return self._conclude()
         baseline, scores = current["result"]["stage_scores"], temporary["result"]["stage_scores"]
-        grow = grown_stages(baseline, scores, self.can_grow(current_depths))
+        # Only the stages the temporary net grew were compared (the donor's depth, the latency budget).
+        compared = [deeper > depth for deeper, depth in zip(temporary["params"]["depths"], current_depths)]
+        grow = grown_stages(baseline, scores, compared)
         depths = [depth + self.settings.delta * grows for depth, grows in zip(current_depths, grow)]
         record = {"iteration": iteration, "current": self.state["current"], "current_depths": current_depths,
                   "current_scores": baseline, "temporary_depths": temporary["result"]["depths"],
@@ -221,5 +261,5 @@ class StagewiseTuner(MultiTrialTuner):
 
 
 def _facts(result: dict[str, Any]) -> dict[str, Any]:
-    keys = ("depths", "val_accuracy", "stage_scores", "params", "macs")
+    keys = ("depths", "val_accuracy", "stage_scores", "params", "macs", "latency_ms")
     return {key: result.get(key) for key in keys}

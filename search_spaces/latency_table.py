@@ -1,0 +1,316 @@
+"""Measured latency tables, and the latency an ArchSpec is predicted to take, without torch.
+
+A network is cut into *parts*: the stem, each stage's pooling layer, each block, the head. A table holds one
+measured latency per part, keyed by the part's spec and input shape (`block bottleneck k5/s2 256->128-128-512 mish
+proj @256x56x56`), for one device setting named in its header (the machine, batch size, precision, memory format,
+CPU threads, torch and cuDNN versions). The prediction for a network is the sum over its parts of their medians
+plus the table's `part_overhead_ms` (what a part costs inside a whole forward beyond its own timing: the stage
+containers' and the top level's module calls; calibrated on whole networks, search_spaces/latency.py).
+
+Only measuring needs torch (search_spaces/latency.py); reading, predicting and writing a table need none, so NNI's
+tuner process (which must connect within 10 s) can hold back children over a latency budget. A part the table
+lacks can be *estimated* (`estimate_missing=True`) from the measured parts of its family (same block kind, kernel
+and activation) by a least-squares line over their MACs: good enough to rank a child against a budget, flagged in
+the prediction, and replaced by a measurement as soon as a trial on the table's device fills the entry.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from statistics import median
+from typing import Any, Iterable, Literal
+
+from .errors import LatencyTableError
+from .scopes import conv_output_size
+from .spec import ArchSpec, BlockSpec, HeadSpec, StemSpec
+
+TABLE_FORMAT = "resnas-latency-table"
+TABLE_VERSION = 1
+DEVICES: tuple[str, ...] = ("cpu", "cuda")
+# trainers.speed's resolved precisions (no "auto": a table is for one precision); mixed ones need CUDA.
+PRECISIONS: tuple[str, ...] = ("32", "bf16-mixed", "16-mixed")
+PartKind = Literal["stem", "pool", "block", "head"]
+# The spaces `resnas latency-table --space/--check` knows (search_spaces/latency_check.py samples them).
+CHECK_SPACES: tuple[str, ...] = ("scope_s", "scope_m", "scope_l", "scope_f", "cifar_depth", "nash", "resbuilder")
+Shape = tuple[int, int, int]  # (C, H, W) of one image; the batch size is the table's
+# What a prediction sums: the entries' medians (the latency), or their fastest runs (the latency on a machine of one's
+# own, where others' work on a shared one made the medians drift: `resnas latency-table --check` reports both).
+Statistic = Literal["median", "min"]
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """What a latency depends on besides the network: a table's entries hold only for these."""
+
+    device: str  # cpu or cuda
+    device_name: str  # the GPU's name, or the CPU's model from /proc/cpuinfo
+    batch_size: int = 1
+    precision: str = "32"
+    channels_last: bool = False
+    threads: int | None = None  # torch's CPU threads while timing (None on cuda)
+    torch: str = ""
+    cudnn: int | None = None
+    clock: str = "wall"  # "thread_cpu" for one CPU thread (search_spaces.latency.clock_for says why)
+
+    def describe(self) -> str:
+        """One line, e.g. `cpu Intel(R) Xeon(R) ..., 1 thread, batch 1, precision 32, NCHW, torch 2.4.1`."""
+        threads = f", {self.threads} thread{'s' if self.threads != 1 else ''}" if self.threads else ""
+        cudnn = f", cuDNN {self.cudnn}" if self.cudnn else ""
+        layout = "channels_last" if self.channels_last else "NCHW"
+        clock = ", thread CPU clock" if self.clock == "thread_cpu" else ""
+        return (f"{self.device} {self.device_name}{threads}, batch {self.batch_size}, precision {self.precision}, "
+                f"{layout}, torch {self.torch}{cudnn}{clock}")
+
+    def differences(self, other: "DeviceSettings") -> list[str]:
+        """The names of the settings in which `other` differs."""
+        return [f.name for f in fields(self) if getattr(self, f.name) != getattr(other, f.name)]
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One part's timing: the median over timed runs of the per-forward time, and the runs' interquartile range.
+    `min_ms`, the fastest run, is kept for machines shared with other work (see Statistic)."""
+
+    median_ms: float
+    spread_ms: float
+    runs: int
+    family: str  # parts whose latency grows alike with their MACs (estimates of missing parts use it)
+    macs: int
+    min_ms: float | None = None
+
+    def value(self, statistic: "Statistic") -> float:
+        return self.min_ms if statistic == "min" and self.min_ms is not None else self.median_ms
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Entry":
+        fastest = data.get("min_ms")
+        return cls(float(data["median_ms"]), float(data["spread_ms"]), int(data["runs"]), str(data["family"]),
+                   int(data["macs"]), float(fastest) if fastest is not None else None)
+
+
+# ---- parts ------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Part:
+    """One measurable piece of a network at one input shape (one image; the table's batch size applies)."""
+
+    kind: PartKind
+    spec: StemSpec | BlockSpec | HeadSpec | str  # a stage pool is its name, "max" or "avg"
+    in_shape: Shape
+    out_shape: Shape
+    macs: int  # multiply-adds of its convolutions and fc (pooling counts its window reads)
+
+    @property
+    def key(self) -> str:
+        channels, height, width = self.in_shape
+        at = f"@{channels}x{height}x{width}"
+        if self.kind == "stem":
+            s = self.spec
+            pool = " maxpool" if s.max_pool else ""
+            return f"stem k{s.kernel_size}/s{s.stride} {channels}->{s.out_channels} {s.activation}{pool} {at}"
+        if self.kind == "pool":
+            return f"pool {self.spec} 2x2/2 {at}"
+        if self.kind == "head":
+            return f"head avg+fc {channels}->{self.spec.num_classes} {at}"
+        b = self.spec
+        widths = "-".join(map(str, b.widths))
+        projection = " proj" if b.projection else ""
+        return f"{b.kind} k{b.kernel_size}/s{b.stride} {channels}->{widths} {b.activation}{projection} {at}"
+
+    @property
+    def family(self) -> str:
+        if self.kind == "block":
+            return f"{self.spec.kind} k{self.spec.kernel_size} {self.spec.activation}"
+        if self.kind == "stem":
+            return f"stem k{self.spec.kernel_size} {self.spec.activation}"
+        return f"pool {self.spec}" if self.kind == "pool" else "head"
+
+
+def _conv(shape: Shape, out_channels: int, kernel: int, stride: int) -> tuple[Shape, int]:
+    """Output shape and MACs of a padded (k // 2) convolution."""
+    channels, height, width = shape
+    out_h = conv_output_size(height, kernel, stride, kernel // 2)
+    out_w = conv_output_size(width, kernel, stride, kernel // 2)
+    return (out_channels, out_h, out_w), kernel * kernel * channels * out_channels * out_h * out_w
+
+
+def block_part(block: BlockSpec, shape: Shape) -> Part:
+    """The part of one block reading images of `shape` (C, H, W)."""
+    macs, current = 0, shape
+    if block.kind == "bottleneck":  # 1x1, then the k x k carrying the stride, then 1x1
+        plan = [(block.widths[0], 1, 1), (block.widths[1], block.kernel_size, block.stride), (block.widths[2], 1, 1)]
+    else:  # conv, basic, resbuilder: the first k x k carries the stride
+        plan = [(width, block.kernel_size, block.stride if index == 0 else 1)
+                for index, width in enumerate(block.widths)]
+    for out_channels, kernel, stride in plan:
+        current, conv_macs = _conv(current, out_channels, kernel, stride)
+        macs += conv_macs
+    if block.projection:
+        macs += _conv(shape, block.out_channels, 1, block.stride)[1]
+    return Part("block", block, shape, current, macs)
+
+
+def network_parts(spec: ArchSpec, input_size: Shape) -> list[Part]:
+    """The parts of `spec` in forward order for one image of `input_size` (C, H, W)."""
+    if tuple(input_size)[0] != spec.in_channels:
+        raise LatencyTableError(f"input_size has {input_size[0]} channels but the network takes {spec.in_channels}; "
+                                f"pass input_size=({spec.in_channels}, H, W).")
+    shape: Shape = tuple(input_size)  # type: ignore[assignment]
+    stem = spec.stem
+    out, macs = _conv(shape, stem.out_channels, stem.kernel_size, stem.stride)
+    if stem.max_pool:  # the builder's MaxPool2d(3, stride=2, padding=1)
+        out = (out[0], conv_output_size(out[1], 3, 2, 1), conv_output_size(out[2], 3, 2, 1))
+    parts = [Part("stem", stem, shape, out, macs)]
+    shape = out
+    for stage in spec.stages:
+        if stage.pool != "none":
+            pooled = (shape[0], conv_output_size(shape[1], 2, 2, 0), conv_output_size(shape[2], 2, 2, 0))
+            parts.append(Part("pool", stage.pool, shape, pooled, 4 * pooled[0] * pooled[1] * pooled[2]))
+            shape = pooled
+        for block in stage.blocks:
+            parts.append(block_part(block, shape))
+            shape = parts[-1].out_shape
+    parts.append(Part("head", spec.head, shape, (spec.head.num_classes, 1, 1), shape[0] * spec.head.num_classes))
+    return parts
+
+
+# ---- the table ---------------------------------------------------------------------------------------------------
+@dataclass
+class LatencyTable:
+    device: DeviceSettings
+    entries: dict[str, Entry] = field(default_factory=dict)
+    # Added to every part: (whole forward - sum of its parts) / parts, the median over a few networks timed when the
+    # table is calibrated; 0 when uncalibrated. Per part, not per network: the containers' calls grow with the parts.
+    part_overhead_ms: float = 0.0
+    calibration: dict[str, Any] = field(default_factory=dict)  # how part_overhead_ms was measured
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": TABLE_FORMAT, "version": TABLE_VERSION, "device": asdict(self.device),
+                "part_overhead_ms": self.part_overhead_ms, "calibration": self.calibration,
+                "entries": {key: asdict(entry) for key, entry in sorted(self.entries.items())}}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "latency table") -> "LatencyTable":
+        if not isinstance(data, dict) or data.get("format") != TABLE_FORMAT:
+            raise LatencyTableError(f"{where} is not a resnas latency table; make one with `resnas latency-table`.")
+        if data.get("version") != TABLE_VERSION:
+            raise LatencyTableError(f"{where} has table version {data.get('version')!r} and this resnas reads version "
+                                    f"{TABLE_VERSION}; measure it again with `resnas latency-table`.")
+        try:
+            device = DeviceSettings(**data["device"])
+            entries = {key: Entry.from_dict(entry) for key, entry in data.get("entries", {}).items()}
+            return cls(device, entries, float(data.get("part_overhead_ms", 0.0)), dict(data.get("calibration", {})))
+        except (KeyError, TypeError, ValueError) as error:
+            raise LatencyTableError(f"{where} is damaged ({error}); measure it again with "
+                                    f"`resnas latency-table`.") from None
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LatencyTable":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise LatencyTableError(f"latency table {path} does not exist; measure one with `resnas latency-table "
+                                    f"{path}`.") from None
+        except (OSError, json.JSONDecodeError) as error:
+            raise LatencyTableError(f"latency table {path} cannot be read ({error}); measure it again with "
+                                    f"`resnas latency-table`.") from None
+        return cls.from_dict(data, f"latency table {path}")
+
+    def save(self, path: str | Path) -> None:
+        """Atomically: a reader (a tuner, another trial) sees the old table or the new one, never half of one."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(descriptor, "w") as handle:
+                handle.write(json.dumps(self.to_dict(), indent=1) + "\n")
+            os.replace(tmp_name, path)
+        except BaseException:
+            Path(tmp_name).unlink(missing_ok=True)
+            raise
+
+    def missing(self, parts: Iterable[Part]) -> list[Part]:
+        """The parts without an entry, each key once, in order."""
+        seen, result = set(), []
+        for part in parts:
+            if part.key not in self.entries and part.key not in seen:
+                seen.add(part.key)
+                result.append(part)
+        return result
+
+    # ---- prediction ----
+    def part_ms(self, part: Part, estimate_missing: bool = False, statistic: Statistic = "median"
+                ) -> tuple[float, bool]:
+        """(latency inside a network: its entry + the part overhead, estimated) of one part; a missing one raises
+        unless `estimate_missing`."""
+        entry = self.entries.get(part.key)
+        if entry is not None:
+            return entry.value(statistic) + self.part_overhead_ms, False
+        if not estimate_missing:
+            raise LatencyTableError(f"the latency table has no entry for `{part.key}`; fill it on its device with "
+                                    f"`resnas latency-table TABLE --arch ARCH.json`.")
+        return self._estimate(part, statistic) + self.part_overhead_ms, True
+
+    def _estimate(self, part: Part, statistic: Statistic = "median") -> float:
+        """A least-squares line ms = a + b * MACs through the measured parts of the same family (kind, kernel,
+        activation), else of the same kind, else (a block) of any block kind; one point gives a proportion, none
+        an error."""
+        kind = part.family.split(" ")[0]
+        block_kinds = {"conv", "basic", "bottleneck", "resbuilder"}
+        tiers = [lambda family: family == part.family, lambda family: family.split(" ")[0] == kind]
+        if kind in block_kinds:
+            tiers.append(lambda family: family.split(" ")[0] in block_kinds)
+        for matches in tiers:
+            points = [(e.macs, e.value(statistic)) for e in self.entries.values() if matches(e.family)]
+            if points:
+                return _line_through(points, part.macs)
+        raise LatencyTableError(f"the latency table has no measured {kind} part to estimate `{part.key}` from; "
+                                f"measure one with `resnas latency-table TABLE --arch ARCH.json` on its device.")
+
+
+def _line_through(points: list[tuple[int, float]], macs: int) -> float:
+    xs = [float(x) for x, _ in points]
+    if len(set(xs)) < 2:  # one size measured: scale it
+        ratio = median(ms / x for x, ms in points if x > 0) if any(x > 0 for x in xs) else 0.0
+        return ratio * macs if ratio else median(ms for _, ms in points)
+    mean_x, mean_y = sum(xs) / len(xs), sum(ms for _, ms in points) / len(points)
+    slope = sum((x - mean_x) * (ms - mean_y) for x, (_, ms) in zip(xs, points)) / sum((x - mean_x) ** 2 for x in xs)
+    slope = max(slope, 0.0)  # more work never takes less time
+    intercept = max(mean_y - slope * mean_x, 0.0)
+    return intercept + slope * macs
+
+
+@dataclass(frozen=True)
+class Prediction:
+    total_ms: float
+    parts_ms: tuple[tuple[str, float], ...]  # (key, ms) in forward order, each with the part overhead
+    estimated: tuple[str, ...] = ()  # keys estimated, not measured
+
+    def facts(self) -> dict[str, Any]:
+        """What a trial reports: `latency_ms`, and which parts were estimated when some were."""
+        facts: dict[str, Any] = {"latency_ms": round(self.total_ms, 4)}
+        if self.estimated:
+            facts["latency_estimated_parts"] = len(self.estimated)
+        return facts
+
+
+def predict_latency(spec: ArchSpec, table: LatencyTable, input_size: Shape, estimate_missing: bool = False,
+                    statistic: Statistic = "median") -> Prediction:
+    """The sum of the parts' medians, each plus the table's part overhead; LatencyTableError names a missing part
+    unless `estimate_missing`."""
+    parts_ms, estimated = [], []
+    for part in network_parts(spec, input_size):
+        ms, was_estimated = table.part_ms(part, estimate_missing, statistic)
+        parts_ms.append((part.key, ms))
+        if was_estimated:
+            estimated.append(part.key)
+    total = sum(ms for _, ms in parts_ms)
+    return Prediction(total, tuple(parts_ms), tuple(dict.fromkeys(estimated)))
+
+
+__all__ = ["CHECK_SPACES", "DEVICES", "PRECISIONS", "TABLE_FORMAT", "TABLE_VERSION", "DeviceSettings", "Entry",
+           "LatencyTable", "Part", "Prediction", "block_part", "network_parts", "predict_latency"]
