@@ -164,3 +164,15 @@ def test_unit_normalization_keeps_pixels_in_zero_one_and_the_export_says_so():
     assert export_normalization(DataSettings(dataset="digits", normalize="unit")) == {"mean": (0.0,), "std": (1.0,)}
     with pytest.raises(DataError, match="unknown normalize 'z'; use one of dataset, unit"):
         make_datamodule("digits", normalize="z")
+
+
+def test_images_are_resized_a_chunk_at_a_time_to_the_same_pixels(monkeypatch):
+    from torch.nn import functional as F
+
+    import trainers.datasets as datasets
+
+    images = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8)
+    whole = F.interpolate(images.float(), size=(20, 20), mode="bilinear", align_corners=False)
+    monkeypatch.setattr(datasets, "RESIZE_CHUNK", 3)  # 4 chunks, the last one short
+    resized = datasets.resize_images(images, 20)
+    assert resized.dtype == torch.uint8 and torch.equal(resized, whole.round().clamp(0, 255).to(torch.uint8))
