@@ -74,6 +74,8 @@ def main() -> None:
     parser.add_argument("--fraction", type=float, default=0.85, help="target = fraction x the unconstrained latency")
     parser.add_argument("--losses", nargs="+", default=["mul#log", "add#linear"])
     parser.add_argument("--retrain-epochs", type=int, help="default: the config's (latency does not depend on it)")
+    parser.add_argument("--search-epochs", type=int, help="default: the config's")
+    parser.add_argument("--limit-train-batches", type=int, help="weight (and architecture) steps per search epoch")
     parser.add_argument("--calibrate", type=int, default=4, help="random networks timed for the part overhead")
     parser.add_argument("--out", type=Path, default=Path("runs/latency_search"))
     args = parser.parse_args()
@@ -82,8 +84,9 @@ def main() -> None:
     summary = {"table": build_table(args.config, table, args.calibrate, 0), "runs": []}
     print(json.dumps(summary["table"]), flush=True)
     common = {"latency_table": str(table)}
-    if args.retrain_epochs is not None:
-        common["retrain_epochs"] = args.retrain_epochs
+    for name in ("retrain_epochs", "search_epochs", "limit_train_batches"):
+        if getattr(args, name) is not None:
+            common[name] = getattr(args, name)
     for seed in args.seeds:
         free = search(args.config, args.out / f"seed{seed}_free", seed=seed, **common)
         target = round(args.fraction * free["measured_latency_ms"], 4)

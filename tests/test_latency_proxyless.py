@@ -39,7 +39,8 @@ def search(table, **config) -> ProxylessSearch:
     torch.manual_seed(0)
     space = ScopedResNet50("s", width_multiplier=1 / 16, stem="cifar", num_classes=10)
     with use_timer(fake_timer):
-        return ProxylessSearch(space, ProxylessSearchConfig(input_size=INPUT, latency_table=str(table), **config))
+        return ProxylessSearch(space, ProxylessSearchConfig(input_size=INPUT, latency_table=table and str(table),
+                                                            **config))
 
 
 def test_the_latency_gradient_reaches_the_gates_and_favours_the_cheaper_candidate(table):
@@ -66,6 +67,41 @@ def test_the_expected_latency_of_a_decided_supernet_is_the_tables_prediction_of_
     spec = found.model.to_spec(found.argmax_sample())
     predicted = predict_latency(spec, LatencyTable.load(table), INPUT).total_ms
     assert found.expected_latency() == pytest.approx(predicted, rel=1e-5)
+
+
+def test_a_table_alone_reports_the_expected_latency_and_leaves_the_loss_alone(table):
+    plain, reported = search(None), search(table)
+    assert plain.expected_latency() is None and reported.expected_latency() > 0
+    x, y = torch.randn(4, *INPUT), torch.randint(0, 10, (4,))
+    plain.arch_step(x, y)
+    reported.arch_step(x, y)  # same seed, same start: without a target the same architecture step
+    for label in plain.bank.labels:
+        assert torch.equal(plain.bank.alpha[label], reported.bank.alpha[label])
+
+
+def test_the_pick_within_the_target_gives_up_the_least_probability_per_ms(table):
+    from strategies.proxyless.gate_latency import pick_within_target
+
+    found = search(table, latency_target_ms=5.0)
+    with torch.no_grad():
+        for label in found.bank.labels:  # argmax everywhere: k5 / mish, the slowest; block 0 the most certain
+            found.bank.alpha[label].copy_(torch.linspace(0.0, 1.0, len(found.bank.candidate_values[label])))
+        found.bank.alpha["layer4_0_kernel"].copy_(torch.tensor([0.0, 5.0]))
+        found.bank.alpha["layer4_0_act"].copy_(torch.tensor([0.0, 0.0, 5.0]))
+
+    def latency_of(sample: dict) -> float:
+        return predict_latency(found.model.to_spec(sample), LatencyTable.load(table), INPUT).total_ms
+
+    slowest = latency_of(found.argmax_sample())
+    fastest = latency_of({label: values[0] for label, values in found.bank.candidate_values.items()})
+    target = 0.5 * (slowest + fastest)
+    sample, ms, within = pick_within_target(found.bank, found.candidate_latency, target)
+    assert within and ms <= target and ms == pytest.approx(latency_of(sample), rel=1e-5)
+    assert sample["layer4_0_kernel"] == "k5" and sample["layer4_0_act"] == "mish"  # kept: the gates are sure of it
+    assert sample != found.argmax_sample()
+    assert pick_within_target(found.bank, found.candidate_latency, slowest + 1)[0] == found.argmax_sample()
+    sample, ms, within = pick_within_target(found.bank, found.candidate_latency, 0.5 * fastest)
+    assert not within and ms == pytest.approx(fastest, rel=1e-5)
 
 
 def test_an_architecture_step_moves_towards_the_faster_kernel_and_epochs_record_the_expected_latency(table, tmp_path):

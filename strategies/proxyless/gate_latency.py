@@ -148,3 +148,44 @@ def latency_loss(ce: torch.Tensor, expected_ms: torch.Tensor, config: ProxylessS
         return ce + config.latency_lambda * (expected_ms - target) / target
     ratio = (torch.log(expected_ms) / math.log(target)).clamp_min(LOG_RATIO_FLOOR)
     return ce * config.latency_alpha * ratio ** config.latency_beta
+
+
+def _term_ms(term: LatencyTerm, indices: tuple[int, ...]) -> float:
+    return float(term.values_ms[indices])
+
+
+def pick_within_target(bank: GateBank, latency: CandidateLatency, target_ms: float) -> tuple[dict, float, bool]:
+    """The gates' argmax, then, while its latency is over the target, the cheapest way down: of every switch of one
+    term (a block's kernel and activation together, or a stage's depth) to a faster candidate, the one that gives up
+    the least log-probability per ms saved. A soft latency loss trades accuracy against latency and may end over
+    the target; this keeps the search's preferences and meets it. Returns (sample, its latency in ms, whether it
+    is within the target: False when even the fastest candidates are over it)."""
+    log_p = {label: torch.log(bank.probabilities(label).detach().cpu().clamp_min(1e-12)) for label in bank.labels}
+    chosen = {label: int(index) for label, index in bank.argmax_indices().items()}
+
+    def total() -> float:
+        return latency.base_ms + sum(_term_ms(term, tuple(chosen[label] for label in term.labels))
+                                     for term in latency.terms)
+
+    while (current := total()) > target_ms:
+        best = None  # (log-probability given up per ms saved, term, new indices)
+        for term in latency.terms:
+            now = tuple(chosen[label] for label in term.labels)
+            for other in all_indices(term.values_ms.shape):
+                saved = _term_ms(term, now) - _term_ms(term, other)
+                if saved <= 0:
+                    continue
+                given_up = sum(float(log_p[label][i] - log_p[label][j]) for label, i, j in zip(term.labels, now, other))
+                if best is None or given_up / saved < best[0]:
+                    best = (given_up / saved, term, other)
+        if best is None:
+            break  # every term at its fastest candidate
+        chosen.update(zip(best[1].labels, best[2]))
+    sample = {label: bank.candidate_values[label][index] for label, index in chosen.items()}
+    return sample, current, current <= target_ms
+
+
+def all_indices(shape: torch.Size) -> list[tuple[int, ...]]:
+    """Every index of a tensor of `shape`, as tuples."""
+    return [tuple(int(i) for i in index) for index in torch.cartesian_prod(*[torch.arange(n) for n in shape])
+            .reshape(-1, len(shape))]

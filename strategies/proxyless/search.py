@@ -120,8 +120,8 @@ class ProxylessSearch:
 
     def _candidate_latency(self, space: nn.Module, config: ProxylessSearchConfig) -> CandidateLatency | None:
         """Every candidate's latency from config.latency_table (measuring what it lacks on its device), or None
-        without a latency target."""
-        if config.latency_table is None or config.latency_target_ms is None:
+        without a table. A table alone reports the expected latency; the loss needs a target too."""
+        if config.latency_table is None:
             return None
         if config.input_size is None:
             raise ValueError("a latency loss reads the table at input_size; give input_size=(channels, height, width).")
@@ -242,7 +242,7 @@ class ProxylessSearch:
                 loss = self.criterion(self.model(images), labels)
             if self.config.flops_penalty:  # outside autocast: the penalty stays in fp32
                 loss = loss + self.config.flops_penalty * expected_gflops(self.bank, self.candidate_flops)
-            if self.candidate_latency is not None:  # fp32 too; its gradient reaches every alpha of a term
+            if self.candidate_latency is not None and self.config.latency_target_ms is not None:  # fp32, reaches alpha
                 loss = latency_loss(loss, expected_latency_ms(self.bank, self.candidate_latency), self.config)
             self.arch_optimizer.zero_grad(set_to_none=True)
             before = self._evaluated_log_mass() if self.config.gradient_estimator == "two_path" else None
