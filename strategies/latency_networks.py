@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from search_spaces.choices import ScopeChoices
-from search_spaces.spec import ArchSpec, cifar_resnet_spec
+from search_spaces.spec import ArchSpec
 from trainers.datasets import dataset_entry
 
 from .data import input_size
@@ -57,9 +57,10 @@ def _networks(method: str, settings: Any, num_classes: int, in_channels: int) ->
             return [_baseline_spec(settings, dataset_entry(settings.dataset).info)]
         return every_candidate(ScopeChoices.resnet50(settings.scope, num_classes, settings.stem,
                                                      settings.width_multiplier, in_channels))
-    if method == "stagewise":
-        depths = tuple(max(2, depth) for depth in settings.start_depths)
-        return [cifar_resnet_spec(depths, settings.widths, num_classes, in_channels)]
+    if method == "stagewise":  # depth 2 holds a stage's first block and its later ones (within a donor's depth)
+        limits = settings.max_depths or [2] * len(settings.start_depths)
+        depths = tuple(max(depth, min(2, limit)) for depth, limit in zip(settings.start_depths, limits))
+        return [settings.network(depths, num_classes, in_channels)]
     if method == "hill_climbing":
         from .hill_climbing.trial import start_spec
     else:

@@ -167,6 +167,10 @@ def test_a_trial_with_a_latency_table_reports_expected_and_predicted_latency(tab
         reporter.history[0]["expected_latency_ms"]]
     spec_latency = predict_latency(search_spec(tmp_path / "trial"), LatencyTable.load(table), (1, 129, 129)).total_ms
     assert result["latency_ms"] == pytest.approx(spec_latency, abs=1e-4) and result["measured_latency_ms"] > 0
+    # the network retrained is the one picked within the target, and its prediction is the pick's
+    assert result["latency_pick"] in ("argmax", "within_target")
+    assert result["picked_latency_ms"] == pytest.approx(result["latency_ms"], abs=1e-3)
+    assert result["picked_within_target"] == (result["latency_ms"] <= 50.0)
     record = json.loads((tmp_path / "trial" / "timm_export" / "resnas.json").read_text())
     assert record["card"]["latency_ms"] == result["latency_ms"] and "batch 1" in record["card"]["latency_device"]
 

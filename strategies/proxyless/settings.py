@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from search_spaces.pretrained_sources import SOURCE_FORMS, is_pretrained_source, source_architecture, source_problem
 from search_spaces.scopes import (
     BASELINE_SCOPE,
     KERNEL_CANDIDATES,
@@ -31,6 +32,11 @@ GRADIENT_ESTIMATORS = choices(GradientEstimator)
 #   add#linear: CE + latency_lambda * (E[LAT] - latency_target_ms) / latency_target_ms
 LatencyLoss = Literal["mul#log", "add#linear"]
 LATENCY_LOSSES = choices(LatencyLoss)
+LatencyPick = Literal["within_target", "argmax"]
+LATENCY_PICKS = choices(LatencyPick)
+# The found path's retrain: from scratch (the paper), or fine-tuned from the start network's weights.
+RetrainFrom = Literal["scratch", "start"]
+RETRAIN_FROM = choices(RetrainFrom)
 
 
 @dataclass(frozen=True)
@@ -65,9 +71,17 @@ class ProxylessSettings(LatencySettings, DataSettings):
     latency_alpha: float = 0.2
     latency_beta: float = 0.3
     latency_lambda: float = 0.1
+    # The soft loss trades accuracy for latency and may end over the target. within_target: the argmax, then the
+    # switches that give up the least gate probability per ms saved until within it (gate_latency.py); argmax: as is.
+    latency_pick: LatencyPick = "within_target"
     exit_patience: int = 0  # stop when the argmax held this many epochs (and entropy is low); 0 = off
     exit_entropy: float = 0.5
     retrain_schedule: Literal["cosine", "none"] = "cosine"
+    # A pretrained ResNet-50 to start from (timm:resnet50.a1_in1k, local-dir:FOLDER, hf-hub:ID, timm:NAME@FILE;
+    # head and first conv fitted to the data): every candidate of the supernet takes its weights (a 5x5 candidate
+    # the zero-padded 3x3), and scope none fine-tunes it (retrain_from: start). None: from scratch, the paper.
+    start: str | None = None
+    retrain_from: RetrainFrom = "scratch"  # start: the retrain fine-tunes the found path from the start's weights
     # top_architectures.json lists the k most probable paths under the final gates (argmax first), so a
     # runner-up can be exported (`resnas export --top`) without searching again.
     top_k: int = 5
@@ -87,9 +101,35 @@ class ProxylessSettings(LatencySettings, DataSettings):
             raise SettingsError(f"{where}: width_multiplier must be positive, got {self.width_multiplier}.")
         self._check_kernels_fit(where)
         self._check_latency(where)
+        self._check_start(where)
+
+    def _check_start(self, where: str) -> None:
+        """The start's syntax and files (no torch); the trial imports it and compares it with the space's base."""
+        require_choice(self.retrain_from, RETRAIN_FROM, "retrain_from", where)
+        if self.start is None:
+            if self.retrain_from == "start":
+                raise SettingsError(f"{where}: retrain_from start fine-tunes the start network's weights, and no "
+                                    f"start is given; set start (e.g. timm:resnet50.a1_in1k) or retrain_from: scratch.")
+            return
+        if not is_pretrained_source(self.start):
+            raise SettingsError(f"{where}: start must name a pretrained ResNet-50 ({SOURCE_FORMS}), got "
+                                f"{self.start!r}.")
+        problem = source_problem(self.start)
+        if problem:
+            raise SettingsError(f"{where}: start {problem}")
+        architecture = source_architecture(self.start)  # None for hf-hub: the trial's import checks it
+        if architecture is not None and architecture != "resnet50":
+            raise SettingsError(f"{where}: start {self.start} is a timm {architecture}, and the search space is "
+                                f"built around ResNet-50; start from a timm ResNet-50 (e.g. timm:resnet50.a1_in1k).")
+        if self.stem != "imagenet" or self.width_multiplier != 1.0:
+            # Every timm ResNet-50 has the 7x7/2 stem with max pool and 64..2048 channels: only this base fits.
+            raise SettingsError(f"{where}: start {self.start} is a timm ResNet-50 (7x7/2 stem, width 1), and this "
+                                f"search space has the {self.stem} stem and width_multiplier {self.width_multiplier}; "
+                                f"set stem: imagenet and width_multiplier: 1 to start from it.")
 
     def _check_latency(self, where: str) -> None:
         require_choice(self.latency_loss, LATENCY_LOSSES, "latency_loss", where)
+        require_choice(self.latency_pick, LATENCY_PICKS, "latency_pick", where)
         if self.latency_loss == "mul#log" and self.latency_target_ms is not None and self.latency_target_ms <= 1:
             # log(target) is 0 at 1 ms and negative below: the ratio of logs would blow up or flip its sign.
             raise SettingsError(f"{where}: latency_loss mul#log divides by log(latency_target_ms), which is not "

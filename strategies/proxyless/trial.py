@@ -1,5 +1,7 @@
 """One ProxylessNAS search-scope trial: search, take the argmax path, retrain it from scratch, test, export.
 Scope "none" is Table I's baseline: no search, the plain ResNet-50 retrained, tested and exported the same way.
+With `start` (a pretrained ResNet-50, proxyless.start) the supernet starts from its weights, and with
+retrain_from start the retrain fine-tunes the found path from them (scope none: the plain fine-tuned baseline).
 
 Artifacts in the trial's output folder: supernet.ckpt (resumable), gates.json + gates.png (Fig. 3),
 arch.json (the ArchSpec found), top_architectures.json (the top_k most probable paths under the final gates,
@@ -18,10 +20,12 @@ from typing import Any
 import torch
 
 from search_spaces.builder import build_model
-from search_spaces.model_card import ModelCard
+from search_spaces.model_card import ModelCard, NetworkOrigin
 from search_spaces.scopes import BASELINE_SCOPE
 from search_spaces.spaces import ScopedResNet50
-from search_spaces.spec import ArchSpec, resnet_spec
+from search_spaces.spaces.base_weights import load_base_weights
+from search_spaces.spec import ArchSpec
+from search_spaces.timm_import import ImportedNetwork
 from trainers import CheckpointError, OptimConfig, dataset_info, fit, training_device
 from trainers.atomic import atomic_write_text
 from trainers.datasets import DatasetInfo
@@ -32,8 +36,10 @@ from ..multi_trial.job_trial import cost_facts, test_and_export, trial_tensorboa
 from ..reporting import Reporter
 from ..settings import parse_settings
 from . import distributed
+from .gate_latency import pick_within_target
 from .search import ProxylessSearch
 from .settings import ProxylessSearchConfig, ProxylessSettings
+from .start import base_spec, load_start
 from .top_k import TOP_ARCHITECTURES_FILE, TOP_ARCHITECTURES_FORMAT, RankedArchitecture, top_k_architectures
 from .trajectory import GateTrajectory, SearchExit
 
@@ -47,31 +53,38 @@ def run_proxyless_trial(parameters: dict[str, Any], output_dir: Path, reporter: 
     info = dataset_info(settings.dataset, settings.data_dir)
     datamodule = make_job_datamodule(settings)
     input_size = data_input_size(settings)
+    start = load_start(settings, info)  # before any training: a start that is not the base network is refused here
 
     if settings.scope == BASELINE_SCOPE:
         spec, sample, search_facts = _baseline_spec(settings, info), {}, {"search_epochs_run": 0, "stop_epoch": None}
         search_seconds, notes = 0.0, ()
     else:
         space = _scoped_space(settings, info)
+        if start is not None:  # every candidate from the pretrained block (a resumed search loads its own next)
+            load_base_weights(space, start.state_dict)
         search_started = time.perf_counter()
         search, search_facts = _search(space, settings, datamodule, input_size, output_dir, reporter)
         if not search.world.is_main:  # a torchrun rank past 0: rank 0 retrains, tests, exports and reports
             return {}
-        sample = search.argmax_sample()
-        spec = space.to_spec(sample)
         top = write_top_architectures(output_dir, space, search, settings)
         notes = (f"Rank 1 (the argmax) of the search's top {len(top)} architectures under the final gates "
                  f"(probability {top[0].probability:.4g}); the others are in the trial's {TOP_ARCHITECTURES_FILE}.",)
+        sample, pick_facts, pick_note = _pick(search, settings)
+        search_facts.update(pick_facts)
+        notes = pick_note or notes
+        spec = space.to_spec(sample)
         search_seconds = time.perf_counter() - search_started
 
     atomic_write_text(output_dir / "arch.json", spec.to_json())
     logger.info("architecture found: %s", json.dumps(sample))
 
-    # Retrain the found path from scratch with the weight settings (the paper's final step).
+    # Retrain the found path from scratch with the weight settings (the paper's final step), or fine-tune it from
+    # the start's weights (retrain_from start).
     retrain_started = time.perf_counter()
-    model, fitted = retrain(spec, settings, datamodule, output_dir / "retrain.ckpt")
+    model, fitted = retrain(spec, settings, datamodule, output_dir / "retrain.ckpt", start)
     retrain_seconds = time.perf_counter() - retrain_started
-    card = proxyless_card(settings, notes=notes)
+    origin = start.origin if start is not None else None
+    card = proxyless_card(settings, notes=notes, start_origin=origin)
     # test_accuracy, test_split, export_dir
     tested = test_and_export(model, spec, datamodule, settings, output_dir, card)
     final = {
@@ -83,15 +96,44 @@ def run_proxyless_trial(parameters: dict[str, Any], output_dir: Path, reporter: 
         "retrain_seconds": round(retrain_seconds, 1),
         "scope": settings.scope,
         "architecture": sample,
+        "retrain_from": settings.retrain_from,
         **search_facts,
+        **({"start_origin": origin.to_dict()} if origin is not None else {}),
     }
     reporter.final(final)
     return final
 
 
-def retrain(spec: ArchSpec, settings: ProxylessSettings, datamodule, checkpoint_path: Path):
-    """(model, FitResult): `spec` trained from scratch with the weight settings, saved to checkpoint_path."""
+def _pick(search: ProxylessSearch, settings: ProxylessSettings) -> tuple[dict, dict[str, Any], tuple[str, ...]]:
+    """(the sample to retrain, facts to report, the card's note when it is not the argmax): the argmax, or with a
+    latency target and latency_pick within_target the argmax brought within the target (gate_latency.py)."""
+    argmax = search.argmax_sample()
+    if settings.latency_target_ms is None or settings.latency_pick != "within_target":
+        return argmax, {}, ()
+    sample, ms, within = pick_within_target(search.bank, search.candidate_latency, settings.latency_target_ms)
+    facts = {"latency_pick": "argmax" if sample == argmax else "within_target", "picked_latency_ms": round(ms, 4),
+             "picked_within_target": within}
+    if sample == argmax:
+        return argmax, facts, ()
+    changed = sorted(label for label in sample if sample[label] != argmax[label])
+    if not within:
+        logger.warning("even the fastest candidates are predicted at %.4g ms, over latency_target_ms %g", ms,
+                       settings.latency_target_ms)
+    note = (f"The argmax of the final gates brought within latency_target_ms {settings.latency_target_ms:g} "
+            f"(predicted {ms:.4g} ms) by switching {', '.join(changed)} to faster candidates, those giving up the "
+            f"least gate probability per ms saved.",)
+    return sample, facts, note
+
+
+def retrain(spec: ArchSpec, settings: ProxylessSettings, datamodule, checkpoint_path: Path,
+            start: ImportedNetwork | None = None):
+    """(model, FitResult): `spec` trained with the weight settings, saved to checkpoint_path: from scratch, or
+    with retrain_from start from the start network's weights (`start`, else imported here: `resnas export
+    --retrain` of another rank), larger kernels zero-padded."""
     model = build_model(spec)
+    if settings.retrain_from == "start":
+        start = start or load_start(settings, dataset_info(settings.dataset, settings.data_dir))
+        load_base_weights(model, start.state_dict)
     fitted = fit(
         model,
         datamodule,
@@ -114,15 +156,19 @@ def retrain_optim(settings: ProxylessSettings) -> OptimConfig:
                        weight_decay=settings.weight_decay, schedule=settings.retrain_schedule)
 
 
-def proxyless_card(settings: ProxylessSettings, notes: tuple[str, ...] = ()) -> ModelCard:
+def proxyless_card(settings: ProxylessSettings, notes: tuple[str, ...] = (),
+                   start_origin: NetworkOrigin | None = None) -> ModelCard:
     """The method's part of an export's model card; job_trial.data_card adds the data, seed and settings."""
+    trained = "fine-tuned from the start network" if settings.retrain_from == "start" else "trained from scratch"
     if settings.scope == BASELINE_SCOPE:
-        description = "the plain ResNet-50 of ProxylessNAS's Table I (no search), trained from scratch"
+        description = f"the plain ResNet-50 of ProxylessNAS's Table I (no search), {trained}"
     else:
+        initialised = ", the supernet initialised from the start network" if start_origin is not None else ""
+        retrained = "fine-tuned from the start network" if settings.retrain_from == "start" else "retrained from scratch"
         description = (f"ProxylessNAS with binary gates over ResNet-50 search scope {settings.scope} (Search Space "
                        f"Adaptation for Differentiable NAS): middle-conv kernel x activation of every bottleneck in "
-                       f"the scope, then the chosen path retrained from scratch")
-    return ModelCard(method="proxyless", method_description=description, notes=notes)
+                       f"the scope{initialised}, then the chosen path {retrained}")
+    return ModelCard(method="proxyless", method_description=description, notes=notes, start_origin=start_origin)
 
 
 def write_top_architectures(output_dir: Path, space, search: ProxylessSearch,
@@ -155,13 +201,7 @@ def write_top_architectures(output_dir: Path, space, search: ProxylessSearch,
 def _baseline_spec(settings: ProxylessSettings, info: DatasetInfo) -> ArchSpec:
     """Table I's plain ResNet-50 (k3/ReLU everywhere): the base network every scope searches around, with
     the same stem, width and classes, trained and tested by the same code as a found architecture."""
-    return resnet_spec(
-        50,
-        num_classes=info.num_classes,
-        stem=settings.stem,
-        width_multiplier=settings.width_multiplier,
-        in_channels=info.in_channels,
-    )
+    return base_spec(settings, info)
 
 
 def _scoped_space(settings: ProxylessSettings, info: DatasetInfo) -> ScopedResNet50:
