@@ -71,4 +71,23 @@ def source_problem(text: str) -> str | None:
     return None
 
 
-__all__ = ["PretrainedSource", "SOURCE_FORMS", "is_pretrained_source", "parse_pretrained_source", "source_problem"]
+def source_architecture(text: str) -> str | None:
+    """The timm architecture a source names, without torch or network: NAME's for timm:NAME[.TAG][@FILE], the one
+    a local-dir: folder's config.json (save_for_hf's) names; None where that cannot be read here (hf-hub:, a
+    folder without one). Tags are dropped: resnet50.a1_in1k -> resnet50."""
+    source = parse_pretrained_source(text)
+    if source.kind == "timm":
+        return source.name.partition(".")[0]
+    if source.kind == "local-dir":
+        import json
+
+        try:
+            config = json.loads((Path(source.name).expanduser() / "config.json").read_text())
+            return str(config["architecture"]).partition(".")[0]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+    return None
+
+
+__all__ = ["PretrainedSource", "SOURCE_FORMS", "is_pretrained_source", "parse_pretrained_source",
+           "source_architecture", "source_problem"]

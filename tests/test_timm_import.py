@@ -5,6 +5,7 @@ with the function kept. Weights are timm's random init saved with save_for_hf (n
 import hashlib
 import json
 import random
+from pathlib import Path
 
 import pytest
 import timm
@@ -38,13 +39,18 @@ def timm_net(name: str, **kwargs) -> torch.nn.Module:
     return model.eval()
 
 
+def saved_timm_net(folder: Path, name: str, **kwargs) -> torch.nn.Module:
+    """timm_net(name) saved into `folder` as save_for_hf writes a pretrained model (what `local-dir:` reads)."""
+    torch.manual_seed(0)
+    model = timm_net(name, **kwargs)
+    timm.models.save_for_hf(model, folder, safe_serialization=True)
+    return model
+
+
 @pytest.fixture(scope="module")
 def resnet18_folder(tmp_path_factory):
-    torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("pretrained") / "resnet18"
-    model = timm_net("resnet18")
-    timm.models.save_for_hf(model, folder, safe_serialization=True)
-    return folder, model
+    return folder, saved_timm_net(folder, "resnet18")
 
 
 @pytest.mark.parametrize("name, depth", [("resnet18", 18), ("resnet34", 34), ("resnet50", 50)])
@@ -142,7 +148,7 @@ def test_the_card_and_resnas_json_name_the_start_network(resnet18_folder, tmp_pa
     assert record["provenance"]["start_network"] == record["card"]["start_origin"] == origin.to_dict()
 
 
-def test_settings_take_one_start_name_and_stagewise_refuses_a_timm_donor(resnet18_folder, tmp_path):
+def test_settings_take_one_start_name_and_stagewise_a_timm_donor(resnet18_folder, tmp_path):
     from strategies.hill_climbing import parse_hill_climbing_args
     from strategies.layer_pruning import parse_layer_pruning_args
     from strategies.stagewise import parse_stagewise_args
@@ -154,10 +160,10 @@ def test_settings_take_one_start_name_and_stagewise_refuses_a_timm_donor(resnet1
         parse_hill_climbing_args({"pretrain_epochs": 0})
     with pytest.raises(SettingsError, match="not a timm model folder"):
         parse_layer_pruning_args({"start": f"local-dir:{tmp_path}"})
-    with pytest.raises(SettingsError, match="use hill_climbing or layer_pruning with start: timm:resnet18"):
+    # A timm donor makes the searched networks its own (tests/test_stagewise_timm_donor.py): one depth per its stage.
+    with pytest.raises(SettingsError, match="for each of the 4 stages of the donor timm:resnet18"):
         parse_stagewise_args({"donor": "timm:resnet18"})
-    with pytest.raises(SettingsError, match="no timm ResNet has the 3x3/1 stem"):
-        parse_stagewise_args({"donor": local})
+    assert parse_stagewise_args({"donor": local, "start_depths": [1, 1, 1, 1]}).max_depths == (2, 2, 2, 2)
 
 
 def test_nash_grows_from_a_pretrained_resnet18_with_its_function_kept(resnet18_folder, tmp_path,

@@ -15,11 +15,10 @@ import random
 from typing import Callable, Sequence
 
 import torch
-from torch.nn import functional as F
 
 from ..spec import ArchSpec
 from .morphism_ops import MORPHISM_OPS, Morphism, apply_to_spec, next_block
-from .state_dicts import STEM_LAYERS, BlockStates, Tensors, fresh_batch_norm, kaiming_conv
+from .state_dicts import STEM_LAYERS, BlockStates, Tensors, enlarge_kernel, fresh_batch_norm, kaiming_conv
 
 # Per (block kind, width index): the layers whose output channels make that width.
 PRODUCERS: dict[tuple[str, int], tuple[str, ...]] = {
@@ -139,7 +138,8 @@ def _enlarge_kernel(parts: BlockStates, morphism: Morphism, parent: ArchSpec, ch
     block = parts.stages[morphism.stage - 1][morphism.block]
     for layer in spatial:
         # A ring of zeros around the kernel plus one more pixel of padding: same window centre, same sum.
-        block[f"{layer}.weight"] = F.pad(block[f"{layer}.weight"], (1, 1, 1, 1))
+        weight = block[f"{layer}.weight"]
+        block[f"{layer}.weight"] = enlarge_kernel(weight, weight.shape[-1] + 2)
 
 
 # op -> how it edits the parent's per-block tensors (parts, morphism, parent spec, child spec), in place

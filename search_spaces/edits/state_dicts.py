@@ -89,3 +89,16 @@ def kaiming_conv(shape: tuple[int, ...], like: torch.Tensor, generator: torch.Ge
     fan_out = shape[0] * math.prod(shape[2:])
     weight = torch.randn(shape, generator=generator) * math.sqrt(2.0 / fan_out)
     return weight.to(dtype=like.dtype, device=like.device)
+
+
+def enlarge_kernel(weight: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """A conv weight (out, in, k, k) zero-padded to kernel_size x kernel_size: with padding kernel_size // 2 the
+    larger conv computes the same function (same window centre, the extra taps multiply by zero). NASH's
+    enlarge_kernel morphism and a pretrained start's larger ProxylessNAS candidates both grow kernels this way."""
+    grow = kernel_size - weight.shape[-1]
+    if grow < 0 or grow % 2:
+        raise StateDictError(f"a {weight.shape[-1]}x{weight.shape[-1]} kernel cannot be padded to "
+                             f"{kernel_size}x{kernel_size} with the same function; give an odd kernel size of at "
+                             f"least {weight.shape[-1]}.")
+    ring = grow // 2
+    return torch.nn.functional.pad(weight, (ring, ring, ring, ring))

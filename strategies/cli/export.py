@@ -149,6 +149,7 @@ def _retrain_top(args: argparse.Namespace, spec, settings, trial_dir: Path, rank
 
     from ..data import make_job_datamodule
     from ..multi_trial.job_trial import test_and_export
+    from ..proxyless.start import load_start
     from ..proxyless.trial import proxyless_card, retrain
 
     if args.mean or args.std or args.input_size:
@@ -157,10 +158,13 @@ def _retrain_top(args: argparse.Namespace, spec, settings, trial_dir: Path, rank
     torch.manual_seed(settings.seed)
     datamodule = make_job_datamodule(settings)  # DataError names missing files (see --data-dir)
     checkpoint = trial_dir / f"retrain_rank{rank}.ckpt"
-    model, fitted = retrain(spec, settings, datamodule, checkpoint)
-    notes.append(f"Retrained from scratch for {settings.retrain_epochs} epochs with the trial's settings by "
+    # A fine-tuned retrain starts from the trial's start network, which its card then names.
+    start = load_start(settings, datamodule.info) if settings.retrain_from == "start" else None
+    model, fitted = retrain(spec, settings, datamodule, checkpoint, start)
+    how = "Fine-tuned from the start network" if start is not None else "Retrained from scratch"
+    notes.append(f"{how} for {settings.retrain_epochs} epochs with the trial's settings by "
                  f"`resnas export --retrain` (checkpoint {checkpoint.name} in the trial folder).")
-    card = proxyless_card(settings, tuple(notes))
+    card = proxyless_card(settings, tuple(notes), start_origin=start.origin if start is not None else None)
     try:
         tested = test_and_export(model, spec, datamodule, settings, trial_dir, card, export_dir=args.out)
     except OSError as error:

@@ -18,7 +18,7 @@ from search_spaces.edits.morphism_ops import Morphism
 from search_spaces.edits.morphisms import apply_morphisms
 from search_spaces.model_card import ModelCard
 from search_spaces.spec import ArchSpec, nash_start_spec
-from trainers import DatasetInfo, OptimConfig, evaluate
+from trainers import DatasetInfo, OptimConfig, evaluate, training_device
 
 from ..multi_trial.job_trial import (
     StartNet,
@@ -89,6 +89,11 @@ def _job(parameters: dict[str, Any], settings: HillClimbingSettings, datamodule,
 
     on_train_and_val = kind == "final" and settings.final_on_train_and_val and epochs > 0
     train_data = TrainAndValData(datamodule) if on_train_and_val else datamodule
+    if kind in NEIGHBOUR_KINDS and epochs > 0:
+        # The morphisms keep the parent's function (eval mode): a child's accuracy before training is its parent's,
+        # the check that the network grew from its parent's weights and not from scratch.
+        before = evaluate(model.to(training_device()), datamodule, split="val")["accuracy"]
+        facts["val_accuracy_before_training"] = before
     fitted = train(model, train_data, settings, optim, epochs, reporter) if epochs > 0 else None
     val_accuracy = fitted.final_val_accuracy if fitted else evaluate(model, datamodule, split="val")["accuracy"]
     save_job_model(out_dir, model, spec, extra={"job": parameters.get("job"), "epochs": epochs})

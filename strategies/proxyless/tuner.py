@@ -38,7 +38,8 @@ class ProxylessTuner(Tuner):
         settings = self.pending.pop(0)
         self.issued[parameter_id] = settings.scope
         if settings.scope == BASELINE_SCOPE:
-            logger.info("trial %s: the plain ResNet-50 baseline, retrained without a search", parameter_id)
+            how = f"fine-tuned from {settings.start}" if settings.retrain_from == "start" else "retrained"
+            logger.info("trial %s: the plain ResNet-50 baseline, %s without a search", parameter_id, how)
         else:
             logger.info("trial %s: ProxylessNAS search over scope %s", parameter_id, settings.scope)
         return {"method": self.method, "settings": settings.to_dict()}

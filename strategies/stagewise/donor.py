@@ -3,11 +3,14 @@
 Torch-free: the tuner reads the donor's depths (a stage cannot grow past them) from its ArchSpec JSON; the
 trial loads the weights.
 
-A pretrained timm ResNet (timm:NAME, hf-hub:ID, a local-dir: folder timm wrote) is refused: the search space is
-He et al.'s CIFAR ResNet (3x3/1 stem, no max pool, basic blocks of the search's widths) and the transfer copies
-the donor's stem and first blocks by name, but every timm ResNet has a 7x7/2 (or deep) stem with a max pool, so
-no timm ResNet is a donor of any widths. `local-dir:` of a resnas export folder is that folder (its ArchSpec
-decides, as for a plain path). hill_climbing and layer_pruning start from timm ResNets (`start: timm:NAME`).
+Two kinds of donor:
+- a resnas CIFAR ResNet of the search's widths (an export folder, `local-dir:` of one, or a job's model.ckpt):
+  the searched family is He et al.'s CIFAR ResNet (cifar_resnet_spec);
+- a pretrained timm ResNet (timm:resnet18, timm:NAME@FILE, or a local-dir: folder save_for_hf wrote from one):
+  the searched family is the donor's own network (its stem, block kind, widths and stage count) with stage i
+  cut to its first n_i blocks, so every candidate is a prefix of the donor, as with a CIFAR donor. Its layout is
+  read from the timm name (or the folder's config.json) without torch: resnet18/34/50/101/152, the plain
+  torchvision layout resnas's resnet_spec builds; the trial imports the weights and checks they are that.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ from pathlib import Path
 from typing import Mapping, TypeVar
 
 from search_spaces.errors import PretrainedError
-from search_spaces.pretrained_sources import is_pretrained_source, parse_pretrained_source
-from search_spaces.spec import ArchSpec, SpecError, cifar_resnet_spec
+from search_spaces.pretrained_sources import is_pretrained_source, parse_pretrained_source, source_architecture
+from search_spaces.spec import RESNET_LAYOUTS, ArchSpec, SpecError, StageSpec, cifar_resnet_spec, resnet_spec
 
 from ..multi_trial.job_files import MODEL_FILE, SPEC_FILE as JOB_SPEC_FILE
 from ..settings import SettingsError
@@ -25,10 +28,54 @@ from ..settings import SettingsError
 Weights = TypeVar("Weights")
 # What search_spaces.export writes into an export folder (that module loads torch and timm; this one must not).
 EXPORT_SPEC_FILE, EXPORT_WEIGHTS_FILE = "arch_spec.json", "model.safetensors"
+TIMM_DONORS: dict[str, int] = {f"resnet{depth}": depth for depth in RESNET_LAYOUTS}  # timm name -> resnet_spec depth
+
+
+def is_timm_donor(donor: str | Path | None) -> bool:
+    """Whether the donor is a pretrained timm network rather than a resnas CIFAR ResNet (a resnas export folder
+    given as local-dir: is the latter)."""
+    if donor is None or not is_pretrained_source(donor):
+        return False
+    try:
+        source = parse_pretrained_source(str(donor))
+    except PretrainedError:
+        return False  # donor_path names the syntax error
+    return not (source.kind == "local-dir" and (Path(source.name).expanduser() / EXPORT_SPEC_FILE).is_file())
+
+
+def timm_donor_spec(donor: str, num_classes: int, in_channels: int) -> ArchSpec:
+    """A timm donor's network, fitted to the data's classes and channels, read from its name without torch."""
+    try:
+        source = parse_pretrained_source(donor)
+    except PretrainedError as error:
+        raise SettingsError(f"donor {error}") from None
+    if source.kind == "hf-hub":
+        raise SettingsError(f"donor {donor}: the stage-wise search reads a timm donor's layout without downloading "
+                            f"it; give timm:NAME, or save it with save_for_hf and give local-dir:FOLDER.")
+    architecture = source_architecture(donor)
+    if architecture is None:
+        raise SettingsError(f"donor {donor}: {source.name} is not a timm model folder (no config.json naming its "
+                            f"architecture); write one with timm.models.save_for_hf(model, FOLDER).")
+    if architecture not in TIMM_DONORS:
+        raise SettingsError(f"donor {donor} is a timm {architecture}, and the stage-wise search grows the plain "
+                            f"torchvision-layout ResNets only; give one of {', '.join(TIMM_DONORS)}.")
+    return resnet_spec(TIMM_DONORS[architecture], num_classes=num_classes, in_channels=in_channels)
+
+
+def prefix_spec(donor: ArchSpec, depths: tuple[int, ...]) -> ArchSpec:
+    """The donor with stage i cut to its first depths[i] blocks: the first block keeps the stride and projection,
+    so every prefix is a valid network whose state dict keys are a subset of the donor's."""
+    if len(depths) != len(donor.stages) or any(not 1 <= depth <= len(stage.blocks)
+                                               for depth, stage in zip(depths, donor.stages)):
+        raise SettingsError(f"depths {list(depths)} do not fit the donor's {list(donor.depths)}: give one depth of "
+                            f"1 to the donor's per stage.")
+    stages = tuple(StageSpec(blocks=stage.blocks[:depth], pool=stage.pool) for stage, depth in zip(donor.stages, depths))
+    return ArchSpec(stem=donor.stem, stages=stages, head=donor.head, in_channels=donor.in_channels)
 
 
 def donor_path(donor: str | Path) -> Path:
-    """The donor's path: `local-dir:FOLDER` of a resnas export is FOLDER; other pretrained sources are refused."""
+    """The donor's path: `local-dir:FOLDER` of a resnas export is FOLDER; a timm donor has none (its weights are
+    imported, timm_donor_spec)."""
     if not is_pretrained_source(donor):
         return Path(donor)
     try:
@@ -41,10 +88,8 @@ def donor_path(donor: str | Path) -> Path:
                             f"or set train_donor: true.")
     if source.kind == "local-dir" and (folder / EXPORT_SPEC_FILE).is_file():
         return folder
-    raise SettingsError(f"donor {donor} is a timm network, and no timm ResNet has the 3x3/1 stem without max pool of "
-                        f"the CIFAR ResNets the stage-wise search transfers weights into: give a resnas CIFAR-ResNet "
-                        f"donor or set train_donor: true (to start from {donor}, use hill_climbing or layer_pruning "
-                        f"with start: {donor}).")
+    raise SettingsError(f"donor {donor} is a timm network, which has no resnas files; read it with "
+                        f"timm_donor_spec (the trial imports its weights).")
 
 
 def donor_files(donor: str | Path) -> tuple[Path, Path]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from search_spaces.pretrained_sources import is_pretrained_source
-from search_spaces.spec import cifar_resnet_spec
+from search_spaces.spec import ArchSpec, cifar_resnet_spec
 from trainers.datasets import dataset_entry
 
 from ..data import Augment, DataSettings
@@ -28,7 +28,8 @@ class StagewiseSettings(ArtifactSettings, LatencySettings, DataSettings):
     dataset: str = "cifar10"
     augment: Augment = "default"  # CIFAR: pad-4 random crops + horizontal flips, as in the authors' code
     batch_size: int = 128
-    widths: tuple[int, ...] = (16, 32, 64)  # one stage of basic blocks per width, stride 2 between stages
+    # One stage of basic blocks per width, stride 2 between stages (not read with a timm donor: its own widths).
+    widths: tuple[int, ...] = (16, 32, 64)
     start_depths: tuple[int, ...] = (6, 6, 6)  # the paper's start (its "ResNet39"); Table I tried 2..10
     delta: int = 2  # blocks a stage grows by
     iterations: int = 5  # 2 * iterations + 1 candidates at most
@@ -50,7 +51,8 @@ class StagewiseSettings(ArtifactSettings, LatencySettings, DataSettings):
     # Weight transfer (the paper's cheaper variant): every candidate starts from the first n_i blocks of each
     # stage of a deeper trained net of the same widths, a resnas timm export folder (or local-dir:FOLDER) or a job's
     # model.ckpt (with its arch.json beside it); or train_donor trains cifar_resnet(donor_depths) first, as one more
-    # job. A timm ResNet (timm:NAME) is refused: no timm stem is a CIFAR ResNet's (donor.py says more).
+    # job. A pretrained timm ResNet (timm:resnet18, local-dir: of a save_for_hf folder) makes the searched networks
+    # the donor's own (stem, blocks, widths, one start depth per donor stage), cut to n_i blocks (donor.py).
     donor: str | None = None
     train_donor: bool = False
     donor_depths: tuple[int, ...] = (18, 18, 18)  # ResNet-110
@@ -62,9 +64,12 @@ class StagewiseSettings(ArtifactSettings, LatencySettings, DataSettings):
             raise SettingsError(f"{where}: widths must be positive channel counts, got {list(self.widths)}.")
         for name in ("start_depths", "donor_depths"):
             depths = getattr(self, name)
-            if len(depths) != len(self.widths) or any(not isinstance(d, int) or d < 1 for d in depths):
+            count, what = len(self.widths), "widths"
+            if name == "start_depths" and self.timm_donor:  # the donor decides the stages, not `widths`
+                count, what = len(self.max_depths), f"stages of the donor {self.donor}"
+            if len(depths) != count or any(not isinstance(d, int) or d < 1 for d in depths):
                 raise SettingsError(f"{where}: {name} must give a positive block count for each of the "
-                                    f"{len(self.widths)} widths, got {list(depths)}.")
+                                    f"{count} {what}, got {list(depths)}.")
         for name in ("delta", "iterations", "epochs", "n_components", "donor_epochs"):
             if getattr(self, name) < 1:
                 raise SettingsError(f"{where}: {name} must be at least 1, got {getattr(self, name)}.")
@@ -91,8 +96,24 @@ class StagewiseSettings(ArtifactSettings, LatencySettings, DataSettings):
             raise SettingsError(f"{where}: start_depths {list(self.start_depths)} exceed the donor's depths "
                                 f"{list(limits)}; a stage cannot be deeper than the donor's.")
         info = dataset_entry(self.dataset).info
-        self.check_within_budget(cifar_resnet_spec(self.start_depths, self.widths, info.num_classes, info.in_channels),
+        self.check_within_budget(self.network(self.start_depths, info.num_classes, info.in_channels),
                                  f"the start net {list(self.start_depths)}", where)
+
+    @property
+    def timm_donor(self) -> bool:
+        """Whether the donor is a pretrained timm ResNet, whose own network the search then grows."""
+        from .donor import is_timm_donor
+
+        return is_timm_donor(self.donor)
+
+    def network(self, depths: tuple[int, ...], num_classes: int, in_channels: int) -> ArchSpec:
+        """The searched network of these stage depths: a CIFAR ResNet of `widths`, or with a timm donor the
+        donor's network cut to the first depths[i] blocks of each stage."""
+        if self.timm_donor:
+            from .donor import prefix_spec, timm_donor_spec
+
+            return prefix_spec(timm_donor_spec(self.donor, num_classes, in_channels), tuple(depths))
+        return cifar_resnet_spec(tuple(depths), self.widths, num_classes, in_channels)
 
     @property
     def max_depths(self) -> tuple[int, ...] | None:
@@ -101,8 +122,10 @@ class StagewiseSettings(ArtifactSettings, LatencySettings, DataSettings):
         if self.train_donor:
             return self.donor_depths
         if self.donor is not None:
-            from .donor import donor_spec  # donor.py raises this module's SettingsError
+            from .donor import donor_spec, timm_donor_spec  # donor.py raises this module's SettingsError
 
+            if self.timm_donor:  # the depths alone: any classes and channels give them
+                return timm_donor_spec(self.donor, 1, 3).depths
             return donor_spec(self.donor, self.widths).depths
         return None
 

@@ -3,6 +3,7 @@ or an extension (extra epochs + test; the final one also exports to timm and tes
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,8 @@ from safetensors.torch import load_file
 
 from search_spaces.builder import build_model
 from search_spaces.model_card import ModelCard
-from search_spaces.spec import ArchSpec, cifar_resnet_spec
-from trainers import ClassificationDataModule, OptimConfig, evaluate, training_device
+from search_spaces.spec import ArchSpec
+from trainers import ClassificationDataModule, DatasetInfo, OptimConfig, evaluate, training_device
 from trainers.views import with_transform
 
 from ..multi_trial.job_trial import (
@@ -26,7 +27,7 @@ from ..multi_trial.job_trial import (
 )
 from ..reporting import Reporter
 from ..settings import SettingsError
-from .donor import EXPORT_WEIGHTS_FILE, donor_files, donor_spec, transferred_weights
+from .donor import EXPORT_WEIGHTS_FILE, donor_files, donor_spec, timm_donor_spec, transferred_weights
 from .features import pooled_stage_features
 from .importance import stage_importance
 from .settings import StagewiseSettings
@@ -60,7 +61,11 @@ def extension_optim(settings: StagewiseSettings) -> OptimConfig:
                        weight_decay=settings.weight_decay, weight_decay_on="kernels", schedule="none")
 
 
-def load_donor(donor: str, settings: StagewiseSettings) -> tuple[ArchSpec, dict[str, torch.Tensor]]:
+def load_donor(donor: str, settings: StagewiseSettings, info: DatasetInfo) -> tuple[ArchSpec, dict[str, torch.Tensor]]:
+    """The donor's spec and weights; a timm donor imported with its head and first conv fitted to the data."""
+    if settings.timm_donor:
+        imported = import_timm_donor(donor, info)
+        return imported.spec, imported.state_dict
     spec = donor_spec(donor, settings.widths)
     _, weights_file = donor_files(donor)
     if weights_file.name == EXPORT_WEIGHTS_FILE:
@@ -68,13 +73,27 @@ def load_donor(donor: str, settings: StagewiseSettings) -> tuple[ArchSpec, dict[
     return spec, load_job_model(weights_file)[1]
 
 
+def import_timm_donor(donor: str, info: DatasetInfo):
+    """A timm donor's ImportedNetwork, refused unless it is the network its name promised (timm_donor_spec), which
+    the tuner planned the search's depths and latencies with."""
+    from search_spaces.timm_import import import_timm_resnet
+
+    imported = import_timm_resnet(donor, num_classes=info.num_classes, in_channels=info.in_channels)
+    expected = timm_donor_spec(donor, info.num_classes, info.in_channels)
+    if (imported.spec.stem, imported.spec.stages) != (expected.stem, expected.stages):
+        raise SettingsError(f"donor {donor}'s weights are a network of depths {list(imported.spec.depths)} and "
+                            f"{imported.spec.num_features} features, not the {imported.origin.architecture} its name "
+                            f"says; give a folder or file of a plain timm ResNet of that name.")
+    return imported
+
+
 def _candidate(parameters: dict[str, Any], settings: StagewiseSettings, datamodule: ClassificationDataModule,
                out_dir: Path, reporter: Reporter) -> dict[str, Any]:
     info = datamodule.info
-    spec = cifar_resnet_spec(tuple(parameters["depths"]), settings.widths, info.num_classes, info.in_channels)
+    spec = settings.network(tuple(parameters["depths"]), info.num_classes, info.in_channels)
     model = build_model(spec)
     if parameters.get("donor"):
-        donor, weights = load_donor(parameters["donor"], settings)
+        donor, weights = load_donor(parameters["donor"], settings, info)
         if donor.head.num_classes != info.num_classes or donor.in_channels != info.in_channels:
             raise SettingsError(f"donor {parameters['donor']} has {donor.head.num_classes} classes and "
                                 f"{donor.in_channels} channels, {settings.dataset} {info.num_classes} and "
@@ -118,12 +137,24 @@ def _extension(parameters: dict[str, Any], settings: StagewiseSettings, datamodu
     result = {"val_accuracy": evaluate(model, datamodule, split="val")["accuracy"], "depths": list(spec.depths),
               "source_job": parameters.get("source_job"), "extra_epochs": extra_epochs, **cost_facts(spec, settings)}
     if parameters["kind"] == "final":
-        result.update(test_and_export(model, spec, datamodule, settings, out_dir, card=CARD))
+        card = stagewise_card(settings, datamodule.info)
+        result.update(test_and_export(model, spec, datamodule, settings, out_dir, card=card))
         result.update(_start_net_facts(parameters["start"], settings, datamodule))
     else:
         result["test_accuracy"] = evaluate(model, datamodule, split="test")["accuracy"]
     result["default"] = result["test_accuracy"]
     return result
+
+
+def stagewise_card(settings: StagewiseSettings, info: DatasetInfo) -> ModelCard:
+    """The method's card; with a timm donor the searched family is the donor's network, whose origin it records."""
+    if not settings.timm_donor:
+        return CARD
+    origin = import_timm_donor(settings.donor, info).origin
+    return dataclasses.replace(CARD, start_origin=origin, method_description=(
+        f"Stage-wise depth search (Jordao et al., Stage-Wise NAS): stages of the pretrained {origin.architecture} "
+        f"grown while their PLS importance scores rise over the current net's, every candidate starting from the "
+        f"donor's first blocks of each stage"))
 
 
 def _start_net_facts(checkpoint: str, settings: StagewiseSettings,

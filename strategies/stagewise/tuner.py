@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from search_spaces.spec import ArchSpec, cifar_resnet_spec
+from search_spaces.spec import ArchSpec
 from trainers.datasets import dataset_entry
 
 from ..data import input_size
@@ -83,7 +83,7 @@ class StagewiseTuner(MultiTrialTuner):
 
     def _spec(self, depths: list[int]) -> ArchSpec:
         info = dataset_entry(self.settings.dataset).info  # the registry's facts: no data read, no torch
-        return cifar_resnet_spec(tuple(depths), self.settings.widths, info.num_classes, info.in_channels)
+        return self.settings.network(tuple(depths), info.num_classes, info.in_channels)
 
     def _latency(self, depths: list[int]) -> float:
         return self._budget.predict(self._spec(depths)).total_ms
