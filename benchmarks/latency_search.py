@@ -1,8 +1,9 @@
 """Does ProxylessNAS's latency loss bring the found network under a latency target? (issue 23)
 
-For each seed: the config's search without a latency target (its network's latency measured end to end on this
-machine, L0), then the same search with latency_target_ms = FRACTION * L0 (below the unconstrained choice), with
-each loss form asked for. Prints one JSON line per run and a summary: the found network's predicted and measured
+For each seed: the config's search without a latency target (its network's latency L0 predicted from the table;
+measured end to end too, but on a shared machine a single measurement can be off by tens of percent), then the
+same search with latency_target_ms = FRACTION * L0 (below the unconstrained choice), with each loss form asked for
+(and the default latency_pick: within_target). Prints one JSON line per run and a summary: the found network's predicted and measured
 latency against the target, and its validation and test accuracy (the cost of the constraint).
 
     python benchmarks/latency_search.py --config nni_configs/quickstart.yml --seeds 0 1 2 --fraction 0.85
@@ -33,7 +34,8 @@ from strategies.reporting import PrintReporter  # noqa: E402
 from strategies.trial import run_trial  # noqa: E402
 from trainers.datasets import dataset_entry  # noqa: E402
 
-FACTS = ("latency_ms", "measured_latency_ms", "val_accuracy", "test_accuracy", "architecture")
+FACTS = ("latency_ms", "measured_latency_ms", "val_accuracy", "test_accuracy", "architecture", "latency_pick",
+         "picked_latency_ms", "picked_within_target")
 
 
 def build_table(config: Path, table: Path, calibration_networks: int, seed: int) -> dict:
@@ -89,7 +91,7 @@ def main() -> None:
             common[name] = getattr(args, name)
     for seed in args.seeds:
         free = search(args.config, args.out / f"seed{seed}_free", seed=seed, **common)
-        target = round(args.fraction * free["measured_latency_ms"], 4)
+        target = round(args.fraction * free["latency_ms"], 4)
         row = {"seed": seed, "free": free, "target_ms": target}
         for loss in args.losses:
             row[loss] = search(args.config, args.out / f"seed{seed}_{loss.replace('#', '_')}", seed=seed,
@@ -97,10 +99,12 @@ def main() -> None:
         summary["runs"].append(row)
         print(json.dumps(row), flush=True)
     for loss in args.losses:
-        ratios = [row[loss]["measured_latency_ms"] / row["target_ms"] for row in summary["runs"]]
-        summary[loss] = {"measured_over_target_mean": statistics.fmean(ratios),
-                         "at_or_under_target": sum(r <= 1.0 for r in ratios), "within_10_percent": sum(
-                             r <= 1.1 for r in ratios), "runs": len(ratios)}
+        measured = [row[loss]["measured_latency_ms"] / row["target_ms"] for row in summary["runs"]]
+        predicted = [row[loss]["latency_ms"] / row["target_ms"] for row in summary["runs"]]
+        summary[loss] = {"predicted_over_target": predicted, "measured_over_target": measured,
+                         "measured_at_or_under_target": sum(r <= 1.0 for r in measured),
+                         "measured_within_10_percent_of_target": sum(r <= 1.1 for r in measured),
+                         "measured_over_target_mean": statistics.fmean(measured), "runs": len(measured)}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(json.dumps({loss: summary[loss] for loss in args.losses}))
 

@@ -52,9 +52,9 @@ def _networks(method: str, settings: Any, num_classes: int, in_channels: int) ->
 
     if method == "proxyless":
         if settings.scope == "none":
-            from .proxyless.trial import _baseline_spec
+            from .proxyless.start import base_spec
 
-            return [_baseline_spec(settings, dataset_entry(settings.dataset).info)]
+            return [base_spec(settings, dataset_entry(settings.dataset).info)]
         return every_candidate(ScopeChoices.resnet50(settings.scope, num_classes, settings.stem,
                                                      settings.width_multiplier, in_channels))
     if method == "stagewise":  # depth 2 holds a stage's first block and its later ones (within a donor's depth)

@@ -56,7 +56,7 @@ def run_proxyless_trial(parameters: dict[str, Any], output_dir: Path, reporter: 
     start = load_start(settings, info)  # before any training: a start that is not the base network is refused here
 
     if settings.scope == BASELINE_SCOPE:
-        spec, sample, search_facts = _baseline_spec(settings, info), {}, {"search_epochs_run": 0, "stop_epoch": None}
+        spec, sample, search_facts = base_spec(settings, info), {}, {"search_epochs_run": 0, "stop_epoch": None}
         search_seconds, notes = 0.0, ()
     else:
         space = _scoped_space(settings, info)
@@ -196,12 +196,6 @@ def write_top_architectures(output_dir: Path, space, search: ProxylessSearch,
     }
     atomic_write_text(output_dir / TOP_ARCHITECTURES_FILE, json.dumps(record, indent=2) + "\n")
     return ranked
-
-
-def _baseline_spec(settings: ProxylessSettings, info: DatasetInfo) -> ArchSpec:
-    """Table I's plain ResNet-50 (k3/ReLU everywhere): the base network every scope searches around, with
-    the same stem, width and classes, trained and tested by the same code as a found architecture."""
-    return base_spec(settings, info)
 
 
 def _scoped_space(settings: ProxylessSettings, info: DatasetInfo) -> ScopedResNet50:
