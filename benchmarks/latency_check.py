@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 from search_spaces.latency import calibrate, device_settings, locked_table, measure_parts
-from search_spaces.latency_check import SPACES, SpaceSetup, calibration_networks, check_predictions, space_parts
+from search_spaces.latency_check import (SPACES, SpaceSetup, calibration_networks, check_predictions, space_parts,
+                                        summarise)
 
 
 def main() -> None:
@@ -64,7 +65,10 @@ def main() -> None:
     by_space_min = {space: round(s.get("within_10_percent", 0), 3) for space, s in report["by_space_min"].items()}
     print(json.dumps({"device": report["device"], "load_average": report["load_average_1_5_15_min"],
                       "summary": summary, "by_space": by_space, "summary_min": report["summary_min"],
-                      "by_space_min": by_space_min}))
+                      "by_space_min": by_space_min, "repeatability": report["repeatability"],
+                      "repeatability_by_space": {space: round(summarise(
+                          [r for r in report["rows"] if r["space"] == space], "repeat_error").get(
+                          "within_10_percent", 0), 3) for space in spaces}}))
 
 
 if __name__ == "__main__":

@@ -122,7 +122,8 @@ def check_predictions(table_path: str | Path, settings: DeviceSettings, spaces: 
                       setup: SpaceSetup = SpaceSetup(), progress: Callable[[str], None] | None = None,
                       paired: bool = False) -> dict:
     """`count` random architectures per space: predicted (missing parts measured into the table first) against
-    their whole forward timed here; returns every row and the error distribution.
+    their whole forward timed here; returns every row and the error distribution, and the distribution of a second
+    measurement of each network against its first (`repeatability`: the machine's own noise floor).
 
     paired: each network's parts are timed again right before it, into a copy of the table (its part overhead
     kept), so the check measures the sum-of-parts model alone: on a machine whose speed drifts with other work,
@@ -141,13 +142,18 @@ def check_predictions(table_path: str | Path, settings: DeviceSettings, spaces: 
             predicted = predict_latency(spec, table, input_size).total_ms
             predicted_min = predict_latency(spec, table, input_size, statistic="min").total_ms
             measured = measure_network(spec, input_size, table.device)
+            # the same network once more: how far two measurements of this machine differ is the floor under any
+            # prediction's error (on the shared 2-core VM here: wider than +-10 % for most small networks)
+            again = measure_network(spec, input_size, table.device).median_ms
             error = (predicted - measured.median_ms) / measured.median_ms
             measured_min = measured.min_ms if measured.min_ms is not None else measured.median_ms
             rows.append({"space": space, "index": index, "input_size": list(input_size), "blocks": sum(spec.depths),
                          "predicted_ms": round(predicted, 5), "measured_ms": round(measured.median_ms, 5),
                          "measured_iqr_ms": round(measured.spread_ms, 5), "error": round(error, 5),
                          "predicted_min_ms": round(predicted_min, 5), "measured_min_ms": round(measured_min, 5),
-                         "error_min": round((predicted_min - measured_min) / measured_min, 5)})
+                         "error_min": round((predicted_min - measured_min) / measured_min, 5),
+                         "remeasured_ms": round(again, 5),
+                         "repeat_error": round((again - measured.median_ms) / measured.median_ms, 5)})
             if progress is not None:
                 progress(f"{space} #{index}: predicted {predicted:.4g} ms, measured {measured.median_ms:.4g} ms "
                          f"({100 * error:+.1f}%)")
@@ -155,7 +161,7 @@ def check_predictions(table_path: str | Path, settings: DeviceSettings, spaces: 
             "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()}, "rows": rows,
             "summary": summarise(rows), "by_space": {space: summarise([r for r in rows if r["space"] == space])
                                                      for space in spaces},
-            "summary_min": summarise(rows, "error_min"),
+            "summary_min": summarise(rows, "error_min"), "repeatability": summarise(rows, "repeat_error"),
             "by_space_min": {space: summarise([r for r in rows if r["space"] == space], "error_min") for space in spaces}}
 
 

@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         report = check_predictions(args.table, settings, args.space or list(SPACES), args.check, args.seed, setup,
                                    progress=print)
         summary = report["summary"]
-        for name, numbers in (("medians", summary), ("fastest runs", report["summary_min"])):
+        for name, numbers in (("medians", summary), ("fastest runs", report["summary_min"]),
+                              ("the same network timed twice", report["repeatability"])):
             print(f"{name}: within +-10%: {100 * numbers['within_10_percent']:.1f}% of {numbers['architectures']} "
                   f"architectures; median |error| {100 * numbers['median_abs_error']:.1f}%, "
                   f"p90 {100 * numbers['p90_abs_error']:.1f}%")
