@@ -39,7 +39,8 @@ from torch import nn
 from .blocks import build_block, conv2d, make_activation
 from .builder import build_model, global_pool_layer
 from .errors import LatencyTableError
-from .latency_table import PRECISIONS, DeviceSettings, Entry, LatencyTable, Part, network_parts, predict_latency
+from .latency_table import (PRECISIONS, DeviceSettings, Entry, LatencyTable, Part, missing_table, network_parts,
+                            predict_latency)
 from .spec import ArchSpec
 
 
@@ -320,8 +321,7 @@ def locked_table(path: str | Path, settings: DeviceSettings | None = None) -> It
                         f"{path} holds timings for {table.device.describe()}, which differs in {', '.join(different)}; "
                         f"give another file for these settings, or measure with the table's own.")
             elif settings is None:
-                raise LatencyTableError(f"latency table {path} does not exist; measure one with `resnas "
-                                        f"latency-table {path}`.")
+                raise LatencyTableError(missing_table(path))
             else:
                 table = LatencyTable(settings)
             before = dict(table.entries), table.part_overhead_ms

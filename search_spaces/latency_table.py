@@ -213,8 +213,7 @@ class LatencyTable:
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            raise LatencyTableError(f"latency table {path} does not exist; measure one with `resnas latency-table "
-                                    f"{path}`.") from None
+            raise LatencyTableError(missing_table(path)) from None
         except (OSError, json.JSONDecodeError) as error:
             raise LatencyTableError(f"latency table {path} cannot be read ({error}); measure it again with "
                                     f"`resnas latency-table`.") from None
@@ -272,6 +271,12 @@ class LatencyTable:
                                 f"measure one with `resnas latency-table TABLE --arch ARCH.json` on its device.")
 
 
+def missing_table(path: str | Path) -> str:
+    """The one sentence for a table that is not there."""
+    return (f"latency table {path} does not exist; measure one on the target device with `resnas latency-table "
+            f"{path} --config YOUR_CONFIG.yml` (or --space / --arch).")
+
+
 def _line_through(points: list[tuple[int, float]], macs: int) -> float:
     xs = [float(x) for x, _ in points]
     if len(set(xs)) < 2:  # one size measured: scale it
@@ -313,4 +318,4 @@ def predict_latency(spec: ArchSpec, table: LatencyTable, input_size: Shape, esti
 
 
 __all__ = ["CHECK_SPACES", "DEVICES", "PRECISIONS", "TABLE_FORMAT", "TABLE_VERSION", "DeviceSettings", "Entry",
-           "LatencyTable", "Part", "Prediction", "block_part", "network_parts", "predict_latency"]
+           "LatencyTable", "Part", "Prediction", "block_part", "missing_table", "network_parts", "predict_latency"]

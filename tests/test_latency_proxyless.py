@@ -146,7 +146,7 @@ def test_latency_settings_refuse_what_cannot_work(table, tmp_path):
     assert ProxylessSearchConfig.from_settings(alone, INPUT).latency_target_ms is None
     with pytest.raises(SettingsError, match="needs a latency_table"):
         parse(latency_target_ms=30.0)
-    with pytest.raises(SettingsError, match="does not exist; measure one with `resnas latency-table"):
+    with pytest.raises(SettingsError, match="does not exist; measure one on the target device with `resnas latency-table .* --config"):
         parse(latency_table=str(tmp_path / "none.json"), latency_target_ms=30.0)
     with pytest.raises(SettingsError, match="latency_loss='mul' is not a valid one of 'mul#log', 'add#linear'"):
         parse(latency_loss="mul")

@@ -124,3 +124,16 @@ def test_a_nan_loss_stops_with_the_fix_named_and_keeps_earlier_checkpoints(tmp_p
     with pytest.raises(TrainingDivergedError, match=r"became nan at epoch 0 step 0; lower the learning rate \(0.05\)"):
         fit(Exploding(), datamodule, OptimConfig(), epochs=1, checkpoint_path=checkpoint)
     assert checkpoint.read_bytes() == b"earlier result"
+
+
+def test_evaluate_restores_every_modules_mode_and_keeps_no_graph():
+    # Lightning keeps a submodule's mode through fit: a network left in eval mode would train with frozen BatchNorm.
+    from types import SimpleNamespace
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                torch.nn.LazyLinear(3))
+    model(torch.zeros(2, 1, 6, 6))
+    model[1].eval()  # a deliberately frozen BN stays frozen, the rest stays in training mode
+    batches = [(torch.randn(4, 1, 6, 6), torch.randint(0, 3, (4,)))]
+    result = evaluate(model, SimpleNamespace(val_dataloader=lambda: batches, test_dataloader=lambda: []), split="val")
+    assert result["samples"] == 4 and model.training and model[0].training and not model[1].training

@@ -182,17 +182,25 @@ def fit(
 
 @torch.no_grad()
 def evaluate(model: nn.Module, datamodule: pl.LightningDataModule, split: str = "test") -> dict[str, float]:
-    """Accuracy and mean loss of `model` (eval mode) on the test or validation split."""
+    """Accuracy and mean loss of `model` (eval mode) on the test or validation split. Every module's train/eval mode
+    is restored afterwards: Lightning (>= 2.3) keeps a submodule's mode through fit, so a network evaluated before
+    training would otherwise train with its BatchNorm frozen on running statistics."""
     loaders = {"test": datamodule.test_dataloader, "val": datamodule.val_dataloader}
     if split not in loaders:
         raise ValueError(f"unknown split {split!r}; use test or val.")
+    modes = {module: module.training for module in model.modules()}
     model.eval()
     device = next(model.parameters()).device
     correct, loss, count = 0, 0.0, 0
-    for images, labels in loaders[split]():
-        images, labels = images.to(device), labels.to(device)
-        logits = model(images)
-        loss += float(F.cross_entropy(logits, labels, reduction="sum"))
-        correct += int((logits.argmax(1) == labels).sum())
-        count += labels.numel()
+    try:
+        with torch.no_grad():
+            for images, labels in loaders[split]():
+                images, labels = images.to(device), labels.to(device)
+                logits = model(images)
+                loss += float(F.cross_entropy(logits, labels, reduction="sum"))
+                correct += int((logits.argmax(1) == labels).sum())
+                count += labels.numel()
+    finally:
+        for module, training in modes.items():
+            module.training = training
     return {"accuracy": correct / max(1, count), "loss": loss / max(1, count), "samples": count}

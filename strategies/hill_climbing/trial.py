@@ -14,6 +14,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from search_spaces.edits.morphism_ops import Morphism
 from search_spaces.edits.morphisms import apply_morphisms
 from search_spaces.model_card import ModelCard
@@ -92,7 +94,10 @@ def _job(parameters: dict[str, Any], settings: HillClimbingSettings, datamodule,
     if kind in NEIGHBOUR_KINDS and epochs > 0:
         # The morphisms keep the parent's function (eval mode): a child's accuracy before training is its parent's,
         # the check that the network grew from its parent's weights and not from scratch.
-        before = evaluate(model.to(training_device()), datamodule, split="val")["accuracy"]
+        # Under a forked RNG: a data loader draws a seed from torch's generator, and the measurement must not
+        # change the training that follows (same child, same seed, same result as without it).
+        with torch.random.fork_rng():
+            before = evaluate(model.to(training_device()), datamodule, split="val")["accuracy"]
         facts["val_accuracy_before_training"] = before
     fitted = train(model, train_data, settings, optim, epochs, reporter) if epochs > 0 else None
     val_accuracy = fitted.final_val_accuracy if fitted else evaluate(model, datamodule, split="val")["accuracy"]
