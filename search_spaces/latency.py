@@ -133,11 +133,16 @@ def device_settings(device: str = "cpu", batch_size: int = 1, precision: str = "
                           clock_for("cpu", threads))
 
 
+def _here(table: DeviceSettings) -> DeviceSettings:
+    """This machine's settings under the table's choices (batch, precision, memory format, threads)."""
+    return device_settings(table.device, table.batch_size, table.precision, table.channels_last, table.threads)
+
+
 def same_machine(table: DeviceSettings) -> DeviceSettings | None:
     """This machine's settings under the table's choices, when its device is the table's device; else None."""
     if table.device == "cuda" and not torch.cuda.is_available():
         return None
-    here = device_settings(table.device, table.batch_size, table.precision, table.channels_last, table.threads)
+    here = _here(table)
     return here if not here.differences(table) else None
 
 
@@ -256,8 +261,7 @@ def require_device(table: LatencyTable, path: str | Path = "the latency table") 
     if table.device.device == "cuda" and not torch.cuda.is_available():
         raise LatencyTableError(f"{path} was measured on {table.device.describe()} and this machine has no GPU; "
                                 f"fill it on that device, or make a table for this one with `resnas latency-table`.")
-    here = device_settings(table.device.device, table.device.batch_size, table.device.precision,
-                           table.device.channels_last, table.device.threads)
+    here = _here(table.device)
     different = here.differences(table.device)
     if different:
         raise LatencyTableError(f"{path} was measured on {table.device.describe()}, not on this machine's "
@@ -332,16 +336,20 @@ def locked_table(path: str | Path, settings: DeviceSettings | None = None) -> It
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def predicted_latency(spec: ArchSpec, path: str | Path, input_size: tuple[int, int, int], measure: bool = True
-                      ) -> dict:
-    """What a trial reports for `spec`: `latency_ms` predicted from the table at `path`. With `measure`, parts the
-    table lacks are measured into it first when this machine is the table's device; otherwise (or elsewhere) they
-    are estimated from similar entries and the count of those is reported too."""
+def table_with_parts(path: str | Path, parts: Sequence[Part]) -> LatencyTable:
+    """The table at `path`, with the `parts` it lacks measured into it first when this machine is its device;
+    elsewhere as it is (the caller estimates or refuses what is still missing)."""
     table = LatencyTable.load(path)
-    missing = table.missing(network_parts(spec, input_size))
-    if missing and measure and same_machine(table.device) is not None:
+    if table.missing(parts) and same_machine(table.device) is not None:
         with locked_table(path) as table:
-            measure_parts(table, network_parts(spec, input_size))
+            measure_parts(table, parts)
+    return table
+
+
+def predicted_latency(spec: ArchSpec, path: str | Path, input_size: tuple[int, int, int]) -> dict:
+    """What a trial reports for `spec`: `latency_ms` predicted from the table at `path` (table_with_parts: parts it
+    lacks measured on its device, elsewhere estimated from similar entries and their count reported too)."""
+    table = table_with_parts(path, network_parts(spec, input_size))
     return predict_latency(spec, table, input_size, estimate_missing=True).facts()
 
 

@@ -92,9 +92,9 @@ def _flatten(values) -> list[Part]:
     return [part for item in values for part in (_flatten(item) if isinstance(item, list) else [item])]
 
 
-def candidate_latency(choices, bank: GateBank, table: LatencyTable, input_size) -> CandidateLatency:
+def _latency_from(table: LatencyTable, base_parts: list[Part], raw_terms: list[tuple[tuple[str, ...], list]]
+                  ) -> CandidateLatency:
     """The latency of every candidate of every gate, and of the rest, from `table` (which must hold them all)."""
-    base_parts, raw_terms = _needed_parts(choices, bank, input_size)
     ms = lambda part: table.part_ms(part)[0]  # noqa: E731 - a missing entry raises, naming it
     terms = []
     for labels, values in raw_terms:
@@ -108,25 +108,21 @@ def candidate_latency(choices, bank: GateBank, table: LatencyTable, input_size) 
 
 
 def load_candidate_latency(space, bank: GateBank, table_path: str | Path, input_size) -> CandidateLatency:
-    """candidate_latency from the table at `table_path`, measuring the parts it lacks into it when this machine is
-    the table's device (search_spaces.latency); elsewhere a missing part is an error naming the command that fills
-    it."""
-    choices = getattr(space, "choices", None)
-    table = LatencyTable.load(table_path)
-    base_parts, raw_terms = _needed_parts(choices, bank, input_size)
+    """Every candidate's latency (and the rest's) from the table at `table_path`, measuring the parts it lacks into
+    it when this machine is the table's device (search_spaces.latency.table_with_parts); elsewhere a missing part
+    is an error naming the command that fills it."""
+    from search_spaces.latency import table_with_parts
+
+    base_parts, raw_terms = _needed_parts(getattr(space, "choices", None), bank, input_size)
     needed = base_parts + _flatten([values for _, values in raw_terms])
+    table = table_with_parts(table_path, needed)
     missing = table.missing(needed)
     if missing:
-        from search_spaces.latency import locked_table, measure_parts, same_machine
-
-        if same_machine(table.device) is None:
-            raise LatencyTableError(
-                f"latency table {table_path} lacks {len(missing)} parts of this space (e.g. `{missing[0].key}`) and "
-                f"this machine is not its device ({table.device.describe()}); fill it there with `resnas "
-                f"latency-table {table_path} --space scope_f --image-size {input_size[1]}`.")
-        with locked_table(table_path) as table:
-            measure_parts(table, needed)
-    return candidate_latency(choices, bank, table, input_size)
+        raise LatencyTableError(
+            f"latency table {table_path} lacks {len(missing)} parts of this space (e.g. `{missing[0].key}`) and "
+            f"this machine is not its device ({table.device.describe()}); fill it there with `resnas "
+            f"latency-table {table_path} --space scope_f --image-size {input_size[1]}`.")
+    return _latency_from(table, base_parts, raw_terms)
 
 
 def expected_latency_ms(bank: GateBank, latency: CandidateLatency) -> torch.Tensor:

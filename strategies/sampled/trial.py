@@ -18,7 +18,7 @@ from search_spaces.builder import build_model
 from search_spaces.model_card import ModelCard
 from trainers import OptimConfig
 
-from ..data import input_size, make_job_datamodule
+from ..data import make_job_datamodule
 from ..multi_trial.job_trial import cost_facts, test_and_export, train
 from ..proxyless.settings import ProxylessSettings
 from ..proxyless.trial import retrain_optim
@@ -48,10 +48,9 @@ def run_sampled_trial(parameters: dict[str, Any], output_dir: Path, reporter: Re
     datamodule = make_job_datamodule(paired)
     info = datamodule.info
     spec = settings.choices(info.num_classes, info.in_channels).to_spec(sample)
-    budget = paired.latency_budget(input_size(paired))  # with latency_table and latency_target_ms
-    refusal = budget.refusal(spec, "this sample") if budget is not None else None
-    if refusal:  # not trained: the trial fails at once, and NNI's tuners sample on
-        raise SettingsError(refusal)
+    # With latency_table and latency_target_ms: a sample over the target is not trained; the trial fails at once,
+    # and NNI's tuners sample on.
+    paired.check_within_budget(spec, "this sample", "trial settings")
     model = build_model(spec)
     optim, epochs = recipe(paired)
     fitted = train(model, datamodule, paired, optim, epochs, reporter)

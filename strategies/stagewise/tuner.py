@@ -179,7 +179,7 @@ class StagewiseTuner(MultiTrialTuner):
         # Only the stages the temporary net grew were compared (the donor's depth, the latency budget).
         compared = [deeper > depth for deeper, depth in zip(temporary["params"]["depths"], current_depths)]
         grow = grown_stages(baseline, scores, compared)
-        depths = [depth + self.settings.delta * grows for depth, grows in zip(current_depths, grow)]
+        depths = self._grown(current_depths, grow)
         record = {"iteration": iteration, "current": self.state["current"], "current_depths": current_depths,
                   "current_scores": baseline, "temporary_depths": temporary["result"]["depths"],
                   "temporary_scores": scores, "grown": grow, "depths": depths}
