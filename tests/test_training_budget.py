@@ -126,9 +126,10 @@ def test_a_budget_limited_search_stops_before_exceeding_the_budget_and_chooses_o
         record_training(10, 1, "supernet_weights")
         return {"val_accuracy": val[sample["n"]], "test_accuracy": test[sample["n"]]}
 
-    best, trials = runs.budget_limited_search(lambda i: proposals[i], train, lambda sample: 60, budget=150,
+    best, trials = runs.budget_limited_search(lambda i: proposals[i] if i < len(proposals) else None, train,
+                                              lambda sample: 60, budget=150,
                                               max_trials=10, learn=lambda i, s, v: learned.append((i, v)))
-    assert [t.sample["n"] for t in trials] == [1, 2]  # 60 + 60 spent; a third (60 more) would pass 150
+    assert [t.sample["n"] for t in trials] == [1, 2]  # 60 + 60 spent; a third or fourth (60 more) would pass 150
     assert all(t.train_flops == 60 for t in trials)
     assert best.sample == {"n": 2}  # the best validation accuracy, although sample 1 tests better
     assert learned == [(0, 0.5), (1, 0.9)]
@@ -136,6 +137,30 @@ def test_a_budget_limited_search_stops_before_exceeding_the_budget_and_chooses_o
     best, trials = runs.budget_limited_search(lambda i: proposals[i] if i < 1 else None, train, lambda s: 10**9,
                                               budget=1, max_trials=10)
     assert len(trials) == 1 and best.sample == {"n": 1}
+
+
+def test_a_budget_limited_search_skips_a_sample_over_what_is_left_and_trains_one_that_fits():
+    runs = benchmark_module("runs")
+    cost = {1: 60, 2: 100, 3: 30, 4: 30}  # after 1 (60 of 100 spent), 2 would pass the budget; 3 fits, then 4 not
+
+    def train(sample, index):
+        record_training(cost[sample["n"]] // 3, 1)
+        return {"val_accuracy": sample["n"] / 10, "test_accuracy": 0.0, "index": index}
+
+    draws = [{"n": n} for n in (1, 2, 3, 4)]
+    best, trials = runs.budget_limited_search(lambda i: draws[i] if i < len(draws) else None, train,
+                                              lambda sample: cost[sample["n"]], budget=100, max_trials=10)
+    assert [t.sample["n"] for t in trials] == [1, 3]  # 2 skipped untrained; 4 would pass 100 (60 + 30 + 30)
+    assert [t.result["index"] for t in trials] == [0, 2]  # trained under the proposer's own index
+    # a proposer that never stops ends after MISSES_BEFORE_STOP draws in a row that do not fit
+    calls = []
+
+    def endless(index):
+        calls.append(index)
+        return {"n": 1 if index == 0 else 2}
+
+    _, trials = runs.budget_limited_search(endless, train, lambda sample: cost[sample["n"]], budget=100, max_trials=10)
+    assert len(trials) == 1 and len(calls) == 1 + runs.MISSES_BEFORE_STOP
 
 
 def test_whole_budget_epochs_round_and_train_at_least_once():

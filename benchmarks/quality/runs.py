@@ -7,6 +7,7 @@ Selection is always on validation accuracy; the test split is read once per run,
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -143,19 +144,31 @@ class Trial:
     result: dict[str, Any]  # the trial's own result (its test accuracy is read only for the chosen one)
 
 
+MISSES_BEFORE_STOP = 20  # samples in a row over what is left of the budget before a budget-limited search ends
+
+
 def budget_limited_search(propose: Callable[[int], dict[str, Any] | None], train: Callable[[dict[str, Any], int], dict],
                           predicted_flops: Callable[[dict[str, Any]], int], budget: int, max_trials: int,
                           learn: Callable[[int, dict[str, Any], float], None] | None = None) -> tuple[Trial, list[Trial]]:
-    """Sample, train, repeat while the next network's predicted training FLOPs still fit in `budget`; returns the
-    trial with the best validation accuracy and all trials. The first trial always runs (else nothing is returned)."""
+    """Sample, train, repeat while networks still fit in what is left of `budget`; returns the trial with the best
+    validation accuracy and all trials. The first trial always runs (else nothing is returned).
+
+    A sample whose predicted training FLOPs would pass the budget is skipped, not trained, and another drawn: the
+    search ends after MISSES_BEFORE_STOP such draws in a row (stopping at the first one left up to 2/3 of the
+    budget unused when a large sample came early, which handicapped random search against the method).
+    """
     trials: list[Trial] = []
-    spent = 0
-    for index in range(max_trials):
+    spent = misses = 0
+    proposals = itertools.count()  # the proposer's index: train, learn and TPE's bookkeeping share it
+    while len(trials) < max_trials and misses < MISSES_BEFORE_STOP:
+        index = next(proposals)
         sample = propose(index)
         if sample is None:
             break
         if trials and spent + predicted_flops(sample) > budget:
-            break  # stop before exceeding the budget
+            misses += 1
+            continue
+        misses = 0
         with measuring() as ledger:
             result = train(sample, index)
         trials.append(Trial(sample, float(result["val_accuracy"]), ledger.total, result))
