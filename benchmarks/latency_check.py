@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 
 from search_spaces.latency import calibrate, device_settings, locked_table, measure_parts
-from search_spaces.latency_check import (SPACES, SpaceSetup, calibration_networks, check_predictions, space_parts,
-                                        summarise)
+from search_spaces.latency_check import SPACES, SpaceSetup, calibration_networks, check_predictions, space_parts
 
 
 def main() -> None:
@@ -35,6 +34,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=20, help="architectures per space")
     parser.add_argument("--calibrate", type=int, default=3, help="networks per space timed for the overhead (0: none)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--statistic", choices=("min", "median"), help="what the table predicts from (a new "
+                        "table's default: min on a CPU, median on a GPU; see latency_table.default_statistic)")
     parser.add_argument("--paired", action="store_true",
                         help="time each network's parts again right before it (the model without the machine's drift)")
     parser.add_argument("--out", type=Path, default=Path("runs/latency_check"))
@@ -47,6 +48,8 @@ def main() -> None:
     table_path = args.out / "table.json"
     started = time.perf_counter()
     with locked_table(table_path, settings) as table:
+        if args.statistic and args.statistic != table.statistic:  # the overhead is calibrated again below
+            table.statistic, table.part_overhead_ms, table.calibration = args.statistic, 0.0, {}
         for space in spaces:
             measure_parts(table, space_parts(space, setup)[0])
         if args.calibrate:  # networks drawn apart from the checked ones, as the command does
@@ -60,15 +63,14 @@ def main() -> None:
     report["table"] = str(table_path)
     report["part_overhead_ms"] = table.part_overhead_ms
     (args.out / ("report_paired.json" if args.paired else "report.json")).write_text(json.dumps(report, indent=1) + "\n")
-    summary = report["summary"]
-    by_space = {space: round(s.get("within_10_percent", 0), 3) for space, s in report["by_space"].items()}
-    by_space_min = {space: round(s.get("within_10_percent", 0), 3) for space, s in report["by_space_min"].items()}
-    print(json.dumps({"device": report["device"], "load_average": report["load_average_1_5_15_min"],
-                      "summary": summary, "by_space": by_space, "summary_min": report["summary_min"],
-                      "by_space_min": by_space_min, "repeatability": report["repeatability"],
-                      "repeatability_by_space": {space: round(summarise(
-                          [r for r in report["rows"] if r["space"] == space], "repeat_error").get(
-                          "within_10_percent", 0), 3) for space in spaces}}))
+    def within(by_space: dict) -> dict:
+        return {space: round(numbers.get("within_10_percent", 0), 3) for space, numbers in by_space.items()}
+
+    print(json.dumps({"device": report["device"], "statistic": report["statistic"],
+                      "load_average": report["load_average_1_5_15_min"], "summary": report["summary"],
+                      "by_space": within(report["by_space"]), "summary_median": report["summary_median"],
+                      "summary_min": report["summary_min"], "repeatability": report["repeatability"],
+                      "repeatability_by_space": within(report["repeatability_by_space"])}))
 
 
 if __name__ == "__main__":

@@ -2,9 +2,9 @@
 
 Timing follows timm's benchmark.py: the module in eval mode under inference_mode, warm-up calls first, every
 timed run synchronised with the device (CUDA runs asynchronously: an unsynchronised clock times the launch, not
-the work), the median of the timed runs as the latency (robust to a stray slow run), their interquartile range
-as its spread. A run repeats the forward until it lasts `min_run_ms`, so microsecond parts are not timed at the
-clock's resolution.
+the work), the median of the timed runs (robust to a stray slow run) and the fastest run kept (what a CPU table
+predicts: latency_table.default_statistic), their interquartile range as the spread. A run repeats the forward
+until it lasts `min_run_ms`, so microsecond parts are not timed at the clock's resolution.
 
 A part is timed in context, not alone: timed alone, a small part's weights and input stay in L1/L2 across the
 timed calls, while inside a whole forward each part's weights and input are cold (the other parts ran in between),
@@ -50,6 +50,10 @@ class Timing:
     spread_ms: float  # interquartile range of the runs' per-forward times
     runs: int
     min_ms: float | None = None  # the fastest run
+
+    def value(self, statistic: str) -> float:
+        """The timing a table of that statistic compares (search_spaces.latency_table.Statistic)."""
+        return self.min_ms if statistic == "min" and self.min_ms is not None else self.median_ms
 
 
 Timer = Callable[[nn.Module, torch.Tensor], Timing]  # (module ready on its device, example batch) -> timing
@@ -288,8 +292,8 @@ def calibrate(table: LatencyTable, specs: Sequence[tuple[ArchSpec, tuple[int, in
     for spec, size in specs:
         parts = network_parts(spec, size)
         measure_parts(table, parts)
-        summed = sum(table.entries[part.key].median_ms for part in parts)
-        whole = measure_network(spec, size, table.device).median_ms
+        summed = sum(table.entries[part.key].value(table.statistic) for part in parts)
+        whole = measure_network(spec, size, table.device).value(table.statistic)
         records.append({"input_size": list(size), "parts": len(parts), "sum_of_parts_ms": round(summed, 5),
                         "whole_ms": round(whole, 5)})
 
@@ -300,7 +304,7 @@ def calibrate(table: LatencyTable, specs: Sequence[tuple[ArchSpec, tuple[int, in
     candidates = [(r["whole_ms"] - r["sum_of_parts_ms"]) / r["parts"] for r in records]
     table.part_overhead_ms = min(candidates, key=median_error) if candidates else 0.0
     table.calibration = {"method": "per-part overhead: of each network's (whole - sum of parts) / parts, the one "
-                                   "with the smallest median relative error over all",
+                                   "with the smallest median relative error over all", "statistic": table.statistic,
                          "median_relative_error": round(median_error(table.part_overhead_ms), 5) if records else None,
                          "networks": records}
     return table.calibration
@@ -328,9 +332,9 @@ def locked_table(path: str | Path, settings: DeviceSettings | None = None) -> It
                 raise LatencyTableError(missing_table(path))
             else:
                 table = LatencyTable(settings)
-            before = dict(table.entries), table.part_overhead_ms
+            before = dict(table.entries), table.part_overhead_ms, table.statistic
             yield table
-            if (table.entries, table.part_overhead_ms) != before or not path.exists():
+            if (table.entries, table.part_overhead_ms, table.statistic) != before or not path.exists():
                 table.save(path)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
@@ -358,4 +362,4 @@ def measured_latency(spec: ArchSpec, path: str | Path, input_size: tuple[int, in
     None (a measurement on another device would not be the number the table predicts)."""
     table = LatencyTable.load(path)
     settings = same_machine(table.device)
-    return None if settings is None else measure_network(spec, input_size, settings).median_ms
+    return None if settings is None else measure_network(spec, input_size, settings).value(table.statistic)

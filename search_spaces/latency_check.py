@@ -122,13 +122,17 @@ def check_predictions(table_path: str | Path, settings: DeviceSettings, spaces: 
                       setup: SpaceSetup = SpaceSetup(), progress: Callable[[str], None] | None = None,
                       paired: bool = False) -> dict:
     """`count` random architectures per space: predicted (missing parts measured into the table first) against
-    their whole forward timed here; returns every row and the error distribution, and the distribution of a second
+    their whole forward timed here; returns every row and the error distribution by the table's statistic
+    (`summary`, `by_space`; both statistics in `summary_median` and `summary_min`), and the distribution of a second
     measurement of each network against its first (`repeatability`: the machine's own noise floor).
 
     paired: each network's parts are timed again right before it, into a copy of the table (its part overhead
     kept), so the check measures the sum-of-parts model alone: on a machine whose speed drifts with other work,
     a table timed minutes earlier is off by the drift, which no model of the network can remove."""
     rows, load_before = [], os.getloadavg()  # a busy machine times slow: the report says how busy it was
+    with locked_table(table_path, settings) as table:
+        statistic = table.statistic
+    suffix = "_min" if statistic == "min" else ""  # the row fields of the table's statistic
     for space in spaces:
         sample, input_size = space_sampler(space, setup)
         rng = random.Random(f"{seed}:{space}")
@@ -137,14 +141,14 @@ def check_predictions(table_path: str | Path, settings: DeviceSettings, spaces: 
             with locked_table(table_path, settings) as table:
                 measure_parts(table, network_parts(spec, input_size))
             if paired:
-                table = LatencyTable(table.device, part_overhead_ms=table.part_overhead_ms)
+                table = LatencyTable(table.device, part_overhead_ms=table.part_overhead_ms, statistic=statistic)
                 measure_parts(table, network_parts(spec, input_size))
-            predicted = predict_latency(spec, table, input_size).total_ms
+            predicted = predict_latency(spec, table, input_size, statistic="median").total_ms
             predicted_min = predict_latency(spec, table, input_size, statistic="min").total_ms
             measured = measure_network(spec, input_size, table.device)
             # the same network once more: how far two measurements of this machine differ is the floor under any
             # prediction's error (on the shared 2-core VM here: wider than +-10 % for most small networks)
-            again = measure_network(spec, input_size, table.device).median_ms
+            again = measure_network(spec, input_size, table.device).value(statistic)
             error = (predicted - measured.median_ms) / measured.median_ms
             measured_min = measured.min_ms if measured.min_ms is not None else measured.median_ms
             rows.append({"space": space, "index": index, "input_size": list(input_size), "blocks": sum(spec.depths),
@@ -153,16 +157,20 @@ def check_predictions(table_path: str | Path, settings: DeviceSettings, spaces: 
                          "predicted_min_ms": round(predicted_min, 5), "measured_min_ms": round(measured_min, 5),
                          "error_min": round((predicted_min - measured_min) / measured_min, 5),
                          "remeasured_ms": round(again, 5),
-                         "repeat_error": round((again - measured.median_ms) / measured.median_ms, 5)})
+                         "repeat_error": round((again - measured.value(statistic)) / measured.value(statistic), 5)})
             if progress is not None:
-                progress(f"{space} #{index}: predicted {predicted:.4g} ms, measured {measured.median_ms:.4g} ms "
-                         f"({100 * error:+.1f}%)")
-    return {"device": settings.describe(), "count_per_space": count, "seed": seed, "paired": paired,
-            "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()}, "rows": rows,
-            "summary": summarise(rows), "by_space": {space: summarise([r for r in rows if r["space"] == space])
-                                                     for space in spaces},
-            "summary_min": summarise(rows, "error_min"), "repeatability": summarise(rows, "repeat_error"),
-            "by_space_min": {space: summarise([r for r in rows if r["space"] == space], "error_min") for space in spaces}}
+                row = rows[-1]
+                progress(f"{space} #{index}: predicted {row[f'predicted{suffix}_ms']:.4g} ms, measured "
+                         f"{row[f'measured{suffix}_ms']:.4g} ms ({100 * row[f'error{suffix}']:+.1f}%, {statistic})")
+    scored = f"error{suffix}"
+    return {"device": settings.describe(), "statistic": statistic, "count_per_space": count, "seed": seed,
+            "paired": paired, "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()},
+            "rows": rows, "summary": summarise(rows, scored),
+            "by_space": {space: summarise([r for r in rows if r["space"] == space], scored) for space in spaces},
+            "summary_median": summarise(rows), "summary_min": summarise(rows, "error_min"),
+            "repeatability": summarise(rows, "repeat_error"),
+            "repeatability_by_space": {space: summarise([r for r in rows if r["space"] == space], "repeat_error")
+                                       for space in spaces}}
 
 
 def summarise(rows: list[dict], error: str = "error") -> dict:

@@ -3,8 +3,8 @@
 A network is cut into *parts*: the stem, each stage's pooling layer, each block, the head. A table holds one
 measured latency per part, keyed by the part's spec and input shape (`block bottleneck k5/s2 256->128-128-512 mish
 proj @256x56x56`), for one device setting named in its header (the machine, batch size, precision, memory format,
-CPU threads, torch and cuDNN versions). The prediction for a network is the sum over its parts of their medians
-plus the table's `part_overhead_ms` (what a part costs inside a whole forward beyond its own timing: the stage
+CPU threads, torch and cuDNN versions). The prediction for a network is the sum over its parts of their timings
+(the table's `statistic`: fastest runs on a CPU, medians on a GPU; default_statistic says why) plus the table's `part_overhead_ms` (what a part costs inside a whole forward beyond its own timing: the stage
 containers' and the top level's module calls; calibrated on whole networks, search_spaces/latency.py).
 
 Only measuring needs torch (search_spaces/latency.py); reading, predicting and writing a table need none, so NNI's
@@ -40,6 +40,16 @@ Shape = tuple[int, int, int]  # (C, H, W) of one image; the batch size is the ta
 # What a prediction sums: the entries' medians (the latency), or their fastest runs (the latency on a machine of one's
 # own, where others' work on a shared one made the medians drift: `resnas latency-table --check` reports both).
 Statistic = Literal["median", "min"]
+STATISTICS: tuple[str, ...] = ("median", "min")
+
+
+def default_statistic(device: str) -> Statistic:
+    """A new table's statistic. The CPU: the fastest run, since CPUs are usually shared (cloud VMs, a desktop) and
+    there the median drifts with other processes: on the 2-core VM here the same network timed twice agreed within
+    +-10 % for 30-70 % of small networks by their medians, with a median |difference| of 4-11 %, and 1.4-5 % by their
+    fastest runs; predictions from fastest runs were within +-10 % for 76 % of networks against 60 % from medians. A
+    GPU: the median (timm's benchmark.py), as the GPU is held by one process."""
+    return "min" if device == "cpu" else "median"
 
 
 @dataclass(frozen=True)
@@ -186,10 +196,18 @@ class LatencyTable:
     # table is calibrated; 0 when uncalibrated. Per part, not per network: the containers' calls grow with the parts.
     part_overhead_ms: float = 0.0
     calibration: dict[str, Any] = field(default_factory=dict)  # how part_overhead_ms was measured
+    # What predictions sum and the calibration and measurements compare: None picks default_statistic(device).
+    statistic: Statistic | None = None
+
+    def __post_init__(self) -> None:
+        if self.statistic is None:
+            self.statistic = default_statistic(self.device.device)
+        if self.statistic not in STATISTICS:
+            raise LatencyTableError(f"unknown latency statistic {self.statistic!r}; use one of {', '.join(STATISTICS)}.")
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": TABLE_FORMAT, "version": TABLE_VERSION, "device": asdict(self.device),
-                "part_overhead_ms": self.part_overhead_ms, "calibration": self.calibration,
+                "statistic": self.statistic, "part_overhead_ms": self.part_overhead_ms, "calibration": self.calibration,
                 "entries": {key: asdict(entry) for key, entry in sorted(self.entries.items())}}
 
     @classmethod
@@ -202,8 +220,10 @@ class LatencyTable:
         try:
             device = DeviceSettings(**data["device"])
             entries = {key: Entry.from_dict(entry) for key, entry in data.get("entries", {}).items()}
-            return cls(device, entries, float(data.get("part_overhead_ms", 0.0)), dict(data.get("calibration", {})))
-        except (KeyError, TypeError, ValueError) as error:
+            # a table written before `statistic` existed was calibrated on medians
+            return cls(device, entries, float(data.get("part_overhead_ms", 0.0)), dict(data.get("calibration", {})),
+                       statistic=data.get("statistic", "median"))
+        except (KeyError, TypeError, ValueError, LatencyTableError) as error:
             raise LatencyTableError(f"{where} is damaged ({error}); measure it again with "
                                     f"`resnas latency-table`.") from None
 
@@ -242,10 +262,11 @@ class LatencyTable:
         return result
 
     # ---- prediction ----
-    def part_ms(self, part: Part, estimate_missing: bool = False, statistic: Statistic = "median"
+    def part_ms(self, part: Part, estimate_missing: bool = False, statistic: Statistic | None = None
                 ) -> tuple[float, bool]:
         """(latency inside a network: its entry + the part overhead, estimated) of one part; a missing one raises
-        unless `estimate_missing`."""
+        unless `estimate_missing`. `statistic` defaults to the table's."""
+        statistic = statistic or self.statistic
         entry = self.entries.get(part.key)
         if entry is not None:
             return entry.value(statistic) + self.part_overhead_ms, False
@@ -304,9 +325,9 @@ class Prediction:
 
 
 def predict_latency(spec: ArchSpec, table: LatencyTable, input_size: Shape, estimate_missing: bool = False,
-                    statistic: Statistic = "median") -> Prediction:
-    """The sum of the parts' medians, each plus the table's part overhead; LatencyTableError names a missing part
-    unless `estimate_missing`."""
+                    statistic: Statistic | None = None) -> Prediction:
+    """The sum of the parts' entries (the table's statistic unless `statistic`), each plus the table's part
+    overhead; LatencyTableError names a missing part unless `estimate_missing`."""
     parts_ms, estimated = [], []
     for part in network_parts(spec, input_size):
         ms, was_estimated = table.part_ms(part, estimate_missing, statistic)
@@ -317,5 +338,6 @@ def predict_latency(spec: ArchSpec, table: LatencyTable, input_size: Shape, esti
     return Prediction(total, tuple(parts_ms), tuple(dict.fromkeys(estimated)))
 
 
-__all__ = ["CHECK_SPACES", "DEVICES", "PRECISIONS", "TABLE_FORMAT", "TABLE_VERSION", "DeviceSettings", "Entry",
-           "LatencyTable", "Part", "Prediction", "block_part", "missing_table", "network_parts", "predict_latency"]
+__all__ = ["CHECK_SPACES", "DEVICES", "PRECISIONS", "STATISTICS", "TABLE_FORMAT", "TABLE_VERSION", "DeviceSettings",
+           "Entry", "LatencyTable", "Part", "Prediction", "block_part", "default_statistic", "missing_table",
+           "network_parts", "predict_latency"]

@@ -88,6 +88,27 @@ def test_prediction_is_the_sum_of_entries_plus_overhead_and_missing_parts_are_na
     assert LatencyTable.load(tmp_path / "t.json") == table
 
 
+def test_a_cpu_table_predicts_from_fastest_runs_a_gpu_table_from_medians_and_old_tables_stay_medians(tmp_path):
+    spec, size = NETWORKS["nash_start"]
+    table = a_table()
+    for part in network_parts(spec, size):
+        table.entries[part.key] = Entry(1.0, 0.2, 15, part.family, part.macs, min_ms=0.75)
+    parts = len(network_parts(spec, size))
+    assert table.statistic == "min" and a_table(device="cuda", threads=None).statistic == "median"
+    assert predict_latency(spec, table, size).total_ms == pytest.approx(0.75 * parts)
+    assert predict_latency(spec, table, size, statistic="median").total_ms == pytest.approx(1.0 * parts)
+    table.save(tmp_path / "t.json")
+    assert LatencyTable.load(tmp_path / "t.json").statistic == "min"
+    data = json.loads((tmp_path / "t.json").read_text())
+    del data["statistic"]  # written before the field existed: its overhead was calibrated on medians
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert LatencyTable.load(tmp_path / "old.json").statistic == "median"
+    data["statistic"] = "mean"
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    with pytest.raises(LatencyTableError, match="is damaged .*unknown latency statistic 'mean'"):
+        LatencyTable.load(tmp_path / "bad.json")
+
+
 @pytest.mark.parametrize("content, message", [
     ("{", "cannot be read"),
     ('{"format": "other"}', "not a resnas latency table"),
@@ -146,6 +167,13 @@ def test_the_command_fills_a_table_checks_predictions_and_refuses_other_settings
     assert LatencyTable.load(table).part_overhead_ms < 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("resnas latency-table: ") and "batch_size" in err[-1]
+    assert data["statistic"] == "min" and data["summary"] == data["summary_min"]
+    # another statistic drops the overhead calibrated on the old one
+    with use_timer(fake_timer):
+        assert main(["latency-table", str(table), "--statistic", "median"]) == 0
+    switched = LatencyTable.load(table)
+    assert switched.statistic == "median" and switched.part_overhead_ms == 0 and switched.calibration == {}
+    assert "calibrate again" in capsys.readouterr().out
 
 
 def test_the_command_measures_what_a_configs_search_needs(tmp_path, capsys):

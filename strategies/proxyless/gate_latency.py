@@ -121,7 +121,8 @@ def load_candidate_latency(space, bank: GateBank, table_path: str | Path, input_
         raise LatencyTableError(
             f"latency table {table_path} lacks {len(missing)} parts of this space (e.g. `{missing[0].key}`) and "
             f"this machine is not its device ({table.device.describe()}); fill it there with `resnas "
-            f"latency-table {table_path} --space scope_f --image-size {input_size[1]}`.")
+            f"latency-table {table_path} --config YOUR_CONFIG.yml` (the experiment's config: its scope, stem and "
+            f"input size).")
     return _latency_from(table, base_parts, raw_terms)
 
 
