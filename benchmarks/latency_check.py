@@ -48,20 +48,20 @@ def main() -> None:
     table_path = args.out / "table.json"
     started = time.perf_counter()
     with locked_table(table_path, settings) as table:
-        if args.statistic and args.statistic != table.statistic:  # the overhead is calibrated again below
-            table.statistic, table.part_overhead_ms, table.calibration = args.statistic, 0.0, {}
+        if args.statistic:  # the overheads are calibrated again below
+            table.use_statistic(args.statistic)
         for space in spaces:
             measure_parts(table, space_parts(space, setup)[0])
         if args.calibrate:  # networks drawn apart from the checked ones, as the command does
             networks = calibration_networks(spaces, setup, args.calibrate, args.seed)
             calibrate(table, networks)
-    print(f"table: {len(table.entries)} entries, part overhead {table.part_overhead_ms:.4g} ms "
+    print(f"table: {len(table.entries)} entries, part overheads {table.overheads} ms "
           f"({time.perf_counter() - started:.0f} s)", flush=True)
     report = check_predictions(table_path, settings, spaces, args.count, args.seed, setup,
                                progress=lambda line: print(line, flush=True), paired=args.paired)
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["table"] = str(table_path)
-    report["part_overhead_ms"] = table.part_overhead_ms
+    report["part_overhead_ms"] = table.overheads
     (args.out / ("report_paired.json" if args.paired else "report.json")).write_text(json.dumps(report, indent=1) + "\n")
     def within(by_space: dict) -> dict:
         return {space: round(numbers.get("within_10_percent", 0), 3) for space, numbers in by_space.items()}

@@ -51,7 +51,8 @@ def build_table(config: Path, table: Path, calibration_networks: int, seed: int)
     with locked_table(table, device_settings("cpu", threads=1)) as latency_table:
         measure_parts(latency_table, [part for spec in specs for part in network_parts(spec, size)])
         calibration = calibrate(latency_table, networks)
-    return {"part_overhead_ms": latency_table.part_overhead_ms, "entries": len(latency_table.entries),
+    return {"part_overhead_ms": latency_table.part_overhead_ms, "overheads": latency_table.overheads,
+            "entries": len(latency_table.entries),
             "calibration_median_relative_error": calibration["median_relative_error"]}
 
 

@@ -11,7 +11,9 @@ timed calls, while inside a whole forward each part's weights and input are cold
 so summed parts came out 10-50 % faster than whole CIFAR-scale networks. Each part is therefore timed as a ring of
 K copies (own weights, own input) run one after the other, K chosen so the ring holds CONTEXT_BYTES, and the
 ring's time divided by K is the entry. (Measured on the 2-core EPYC here: ResBuilder networks went from 13-57 %
-over the prediction to within 2.5 %; ResNet-50 parts at 224 px, far larger than the caches, were unaffected.)
+over the prediction to within 2.5 %; ResNet-50 parts at 224 px, far larger than the caches, were unaffected.) The
+ring also cools a part's input, which inside a network is hot (just written by the part before): a 2x2 max pool on
+a 32 px stem's output costs a third of its ring time there. The calibrated overhead per kind of network absorbs that.
 
 One CPU thread is timed on the thread's CPU clock (time.thread_time), not the wall clock: with one intra-op thread
 torch computes in the calling thread, so on an idle machine the two agree (checked: a ResNet-50's fastest runs
@@ -40,7 +42,7 @@ from .blocks import build_block, conv2d, make_activation
 from .builder import build_model, global_pool_layer
 from .errors import LatencyTableError
 from .latency_table import (PRECISIONS, DeviceSettings, Entry, LatencyTable, Part, missing_table, network_parts,
-                            predict_latency)
+                            network_kind, predict_latency)
 from .spec import ArchSpec
 
 
@@ -279,14 +281,16 @@ def measure_network(spec: ArchSpec, input_size: tuple[int, int, int], settings: 
 
 
 def calibrate(table: LatencyTable, specs: Sequence[tuple[ArchSpec, tuple[int, int, int]]]) -> dict:
-    """Set the table's part overhead from whole forwards of `specs` (network, input size), measured here.
+    """Set the table's part overheads from whole forwards of `specs` (network, input size), measured here: one for
+    each kind of network among them (latency_table.network_kind: input size and block kinds), one for each input
+    size (`overheads`), and one over all (`part_overhead_ms`, for networks of neither).
 
     The parts are timed in rings; a whole network adds its own module calls (the top level, each stage's container)
     per part. The overhead o is the one that makes the prediction sum + o * parts best in relative terms: of the
     networks' own break-even values (whole - sum) / parts, the one with the smallest median |relative error| over
-    all of them. A plain median of those values would be ruled by the largest networks, whose timing noise of a few
-    ms per forward dwarfs the microseconds per part that decide the small ones. Every number behind it is kept in
-    the table's `calibration`.
+    them. A plain median of those values would be ruled by the largest networks, whose timing noise of a few ms per
+    forward dwarfs the microseconds per part that decide the small ones. Every number behind it is kept in the
+    table's `calibration`.
     """
     records = []
     for spec, size in specs:
@@ -294,18 +298,32 @@ def calibrate(table: LatencyTable, specs: Sequence[tuple[ArchSpec, tuple[int, in
         measure_parts(table, parts)
         summed = sum(table.entries[part.key].value(table.statistic) for part in parts)
         whole = measure_network(spec, size, table.device).value(table.statistic)
-        records.append({"input_size": list(size), "parts": len(parts), "sum_of_parts_ms": round(summed, 5),
+        records.append({"kind": network_kind(parts), "parts": len(parts), "sum_of_parts_ms": round(summed, 5),
                         "whole_ms": round(whole, 5)})
 
-    def median_error(overhead: float) -> float:
-        return statistics.median(abs(r["sum_of_parts_ms"] + overhead * r["parts"] - r["whole_ms"]) / r["whole_ms"]
-                                 for r in records)
+    def best_overhead(group: list[dict]) -> tuple[float, float]:
+        """(overhead, the median relative error it leaves) over `group`."""
+        def median_error(overhead: float) -> float:
+            return statistics.median(abs(r["sum_of_parts_ms"] + overhead * r["parts"] - r["whole_ms"]) / r["whole_ms"]
+                                     for r in group)
 
-    candidates = [(r["whole_ms"] - r["sum_of_parts_ms"]) / r["parts"] for r in records]
-    table.part_overhead_ms = min(candidates, key=median_error) if candidates else 0.0
-    table.calibration = {"method": "per-part overhead: of each network's (whole - sum of parts) / parts, the one "
-                                   "with the smallest median relative error over all", "statistic": table.statistic,
-                         "median_relative_error": round(median_error(table.part_overhead_ms), 5) if records else None,
+        overhead = min(((r["whole_ms"] - r["sum_of_parts_ms"]) / r["parts"] for r in group), key=median_error)
+        return overhead, median_error(overhead)
+
+    groups: dict[str, list[dict]] = {}
+    for record in records:  # by kind and by input size (the kind's first word)
+        for key in dict.fromkeys((record["kind"], record["kind"].split(" ")[0])):
+            groups.setdefault(key, []).append(record)
+    fitted = {key: best_overhead(group) for key, group in groups.items()}
+    overall = best_overhead(records) if records else (0.0, None)
+    table.part_overhead_ms = overall[0]
+    table.overheads = {key: overhead for key, (overhead, _) in fitted.items()}
+    table.calibration = {"method": "per-part overhead for each kind of network, each input size and over all: of each "
+                                   "network's (whole - sum of parts) / parts, the one with the smallest median "
+                                   "relative error over them",
+                         "statistic": table.statistic,
+                         "median_relative_error": {key: round(error, 5) for key, (_, error) in fitted.items()},
+                         "median_relative_error_one_overhead": round(overall[1], 5) if records else None,
                          "networks": records}
     return table.calibration
 
@@ -332,9 +350,9 @@ def locked_table(path: str | Path, settings: DeviceSettings | None = None) -> It
                 raise LatencyTableError(missing_table(path))
             else:
                 table = LatencyTable(settings)
-            before = dict(table.entries), table.part_overhead_ms, table.statistic
+            before = table.to_dict()
             yield table
-            if (table.entries, table.part_overhead_ms, table.statistic) != before or not path.exists():
+            if table.to_dict() != before or not path.exists():
                 table.save(path)
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)

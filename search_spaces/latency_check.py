@@ -141,7 +141,8 @@ def check_predictions(table_path: str | Path, settings: DeviceSettings, spaces: 
             with locked_table(table_path, settings) as table:
                 measure_parts(table, network_parts(spec, input_size))
             if paired:
-                table = LatencyTable(table.device, part_overhead_ms=table.part_overhead_ms, statistic=statistic)
+                table = LatencyTable(table.device, part_overhead_ms=table.part_overhead_ms, statistic=statistic,
+                                     overheads=table.overheads)
                 measure_parts(table, network_parts(spec, input_size))
             predicted = predict_latency(spec, table, input_size, statistic="median").total_ms
             predicted_min = predict_latency(spec, table, input_size, statistic="min").total_ms

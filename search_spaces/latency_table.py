@@ -4,8 +4,10 @@ A network is cut into *parts*: the stem, each stage's pooling layer, each block,
 measured latency per part, keyed by the part's spec and input shape (`block bottleneck k5/s2 256->128-128-512 mish
 proj @256x56x56`), for one device setting named in its header (the machine, batch size, precision, memory format,
 CPU threads, torch and cuDNN versions). The prediction for a network is the sum over its parts of their timings
-(the table's `statistic`: fastest runs on a CPU, medians on a GPU; default_statistic says why) plus the table's `part_overhead_ms` (what a part costs inside a whole forward beyond its own timing: the stage
-containers' and the top level's module calls; calibrated on whole networks, search_spaces/latency.py).
+(the table's `statistic`: fastest runs on a CPU, medians on a GPU; default_statistic says why) plus a part
+overhead per part (what a part costs inside a whole forward beyond its own timing: the stage containers' and the
+top level's module calls, and for large parts the difference between timing one alone and in its network;
+calibrated on whole networks per input size, search_spaces/latency.py).
 
 Only measuring needs torch (search_spaces/latency.py); reading, predicting and writing a table need none, so NNI's
 tuner process (which must connect within 10 s) can hold back children over a latency budget. A part the table
@@ -22,7 +24,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from statistics import median
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable, Literal, Sequence
 
 from .errors import LatencyTableError
 from .scopes import conv_output_size
@@ -103,6 +105,13 @@ class Entry:
 
 
 # ---- parts ------------------------------------------------------------------------------------------------------
+def network_kind(parts: Sequence[Part]) -> str:
+    """`3x32x32 basic`: a network's input shape (its first part's input) and its block kinds, what a table's part
+    overheads are calibrated per."""
+    kinds = sorted({part.spec.kind for part in parts if part.kind == "block"})
+    return " ".join(["x".join(str(side) for side in parts[0].in_shape), *kinds])
+
+
 @dataclass(frozen=True)
 class Part:
     """One measurable piece of a network at one input shape (one image; the table's batch size applies)."""
@@ -195,9 +204,15 @@ class LatencyTable:
     # Added to every part: (whole forward - sum of its parts) / parts, the median over a few networks timed when the
     # table is calibrated; 0 when uncalibrated. Per part, not per network: the containers' calls grow with the parts.
     part_overhead_ms: float = 0.0
-    calibration: dict[str, Any] = field(default_factory=dict)  # how part_overhead_ms was measured
+    calibration: dict[str, Any] = field(default_factory=dict)  # how the overheads were measured
     # What predictions sum and the calibration and measurements compare: None picks default_statistic(device).
     statistic: Statistic | None = None
+    # Overheads calibrated per kind of network (network_kind: `3x32x32 basic`) and per input size (`3x32x32`), used
+    # for networks of that kind, else of that size: one number does not serve all. Fastest runs on the 2-core VM
+    # here: a 224 px ResNet-50's parts timed alone were 6-11 % slower than inside the network (-0.45..-0.90 ms a
+    # part), a 32 px CIFAR ResNet's a few microseconds faster; one overhead for both (-0.69 ms) sent small
+    # networks' predictions negative, and one for every 32 px network put ResBuilder's 0.5 ms networks 25-50 % over.
+    overheads: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.statistic is None:
@@ -207,7 +222,8 @@ class LatencyTable:
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": TABLE_FORMAT, "version": TABLE_VERSION, "device": asdict(self.device),
-                "statistic": self.statistic, "part_overhead_ms": self.part_overhead_ms, "calibration": self.calibration,
+                "statistic": self.statistic, "part_overhead_ms": self.part_overhead_ms,
+                "overheads": self.overheads, "calibration": self.calibration,
                 "entries": {key: asdict(entry) for key, entry in sorted(self.entries.items())}}
 
     @classmethod
@@ -221,8 +237,9 @@ class LatencyTable:
             device = DeviceSettings(**data["device"])
             entries = {key: Entry.from_dict(entry) for key, entry in data.get("entries", {}).items()}
             # a table written before `statistic` existed was calibrated on medians
+            overheads = {str(key): float(value) for key, value in data.get("overheads", {}).items()}
             return cls(device, entries, float(data.get("part_overhead_ms", 0.0)), dict(data.get("calibration", {})),
-                       statistic=data.get("statistic", "median"))
+                       statistic=data.get("statistic", "median"), overheads=overheads)
         except (KeyError, TypeError, ValueError, LatencyTableError) as error:
             raise LatencyTableError(f"{where} is damaged ({error}); measure it again with "
                                     f"`resnas latency-table`.") from None
@@ -252,6 +269,17 @@ class LatencyTable:
             Path(tmp_name).unlink(missing_ok=True)
             raise
 
+    def use_statistic(self, statistic: Statistic) -> None:
+        """Predict from `statistic` from now on; the overheads were calibrated on the old one and are dropped."""
+        if statistic != self.statistic:
+            self.statistic, self.part_overhead_ms, self.overheads, self.calibration = statistic, 0.0, {}, {}
+
+    def overhead_for(self, parts: Sequence[Part]) -> float:
+        """The part overhead for the network made of `parts`: calibrated on its kind, else on its input size, else
+        over every network calibrated."""
+        kind = network_kind(parts)
+        return self.overheads.get(kind, self.overheads.get(kind.split(" ")[0], self.part_overhead_ms))
+
     def missing(self, parts: Iterable[Part]) -> list[Part]:
         """The parts without an entry, each key once, in order."""
         seen, result = set(), []
@@ -262,18 +290,20 @@ class LatencyTable:
         return result
 
     # ---- prediction ----
-    def part_ms(self, part: Part, estimate_missing: bool = False, statistic: Statistic | None = None
-                ) -> tuple[float, bool]:
+    def part_ms(self, part: Part, estimate_missing: bool = False, statistic: Statistic | None = None,
+                overhead: float | None = None) -> tuple[float, bool]:
         """(latency inside a network: its entry + the part overhead, estimated) of one part; a missing one raises
-        unless `estimate_missing`. `statistic` defaults to the table's."""
+        unless `estimate_missing`. `statistic` defaults to the table's, `overhead` to part_overhead_ms (pass
+        overhead_for(the network's parts))."""
         statistic = statistic or self.statistic
+        overhead = self.part_overhead_ms if overhead is None else overhead
         entry = self.entries.get(part.key)
         if entry is not None:
-            return entry.value(statistic) + self.part_overhead_ms, False
+            return entry.value(statistic) + overhead, False
         if not estimate_missing:
             raise LatencyTableError(f"the latency table has no entry for `{part.key}`; fill it on its device with "
                                     f"`resnas latency-table TABLE --arch ARCH.json`.")
-        return self._estimate(part, statistic) + self.part_overhead_ms, True
+        return self._estimate(part, statistic) + overhead, True
 
     def _estimate(self, part: Part, statistic: Statistic = "median") -> float:
         """A least-squares line ms = a + b * MACs through the measured parts of the same family (kind, kernel,
@@ -327,10 +357,12 @@ class Prediction:
 def predict_latency(spec: ArchSpec, table: LatencyTable, input_size: Shape, estimate_missing: bool = False,
                     statistic: Statistic | None = None) -> Prediction:
     """The sum of the parts' entries (the table's statistic unless `statistic`), each plus the table's part
-    overhead; LatencyTableError names a missing part unless `estimate_missing`."""
+    overhead for its kind of network; LatencyTableError names a missing part unless `estimate_missing`."""
     parts_ms, estimated = [], []
-    for part in network_parts(spec, input_size):
-        ms, was_estimated = table.part_ms(part, estimate_missing, statistic)
+    parts = network_parts(spec, input_size)
+    overhead = table.overhead_for(parts)
+    for part in parts:
+        ms, was_estimated = table.part_ms(part, estimate_missing, statistic, overhead)
         parts_ms.append((part.key, ms))
         if was_estimated:
             estimated.append(part.key)
@@ -340,4 +372,4 @@ def predict_latency(spec: ArchSpec, table: LatencyTable, input_size: Shape, esti
 
 __all__ = ["CHECK_SPACES", "DEVICES", "PRECISIONS", "STATISTICS", "TABLE_FORMAT", "TABLE_VERSION", "DeviceSettings",
            "Entry", "LatencyTable", "Part", "Prediction", "block_part", "default_statistic", "missing_table",
-           "network_parts", "predict_latency"]
+           "network_kind", "network_parts", "predict_latency"]

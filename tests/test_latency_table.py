@@ -109,6 +109,38 @@ def test_a_cpu_table_predicts_from_fastest_runs_a_gpu_table_from_medians_and_old
         LatencyTable.load(tmp_path / "bad.json")
 
 
+def test_calibration_fits_an_overhead_per_kind_of_network_and_predictions_use_their_own(tmp_path):
+    from search_spaces.builder import ResNasNet
+    from search_spaces.latency import calibrate
+
+    whole_ms = {("basic", 32): 1.0, ("conv", 32): 5.0, ("basic", 64): 100.0}
+
+    def timer(module, example):  # parts 0.01 ms each; whole networks as whole_ms says
+        if not isinstance(module, ResNasNet):
+            return Timing(0.01, 0.0, 1)
+        return Timing(whole_ms[module.arch_spec.stages[0].blocks[0].kind, example.shape[-1]], 0.0, 1)
+
+    cifar, nash = cifar_resnet_spec((1, 1, 1)), nash_start_spec(10)
+    small, large = (3, 32, 32), (3, 64, 64)
+    p_cifar, p_nash = len(network_parts(cifar, small)), len(network_parts(nash, small))
+    table = LatencyTable(device_settings("cpu", threads=1))
+    with use_timer(timer):
+        calibration = calibrate(table, [(cifar, small), (cifar, small), (nash, small), (cifar, large)])
+    assert table.overheads["3x32x32 basic"] == pytest.approx((1.0 - 0.01 * p_cifar) / p_cifar)
+    assert table.overheads["3x32x32 conv"] == pytest.approx((5.0 - 0.01 * p_nash) / p_nash)
+    assert table.overheads["3x64x64 basic"] == pytest.approx((100.0 - 0.01 * p_cifar) / p_cifar)
+    assert table.overheads["3x32x32"] == table.overheads["3x32x32 basic"]  # 2 of its 3 networks
+    for spec, size, expected in ((cifar, small, 1.0), (nash, small, 5.0), (cifar, large, 100.0)):
+        assert predict_latency(spec, table, size).total_ms == pytest.approx(expected)
+    # another kind at a calibrated size takes that size's overhead; an uncalibrated size the one over all networks
+    resbuilder = resbuilder_start_spec(10, 8)
+    assert table.overhead_for(network_parts(resbuilder, small)) == table.overheads["3x32x32"]
+    assert table.overhead_for(network_parts(cifar, (3, 48, 48))) == table.part_overhead_ms
+    assert calibration["median_relative_error"]["3x32x32 conv"] == 0.0
+    table.save(tmp_path / "t.json")
+    assert LatencyTable.load(tmp_path / "t.json") == table
+
+
 @pytest.mark.parametrize("content, message", [
     ("{", "cannot be read"),
     ('{"format": "other"}', "not a resnas latency table"),
@@ -164,7 +196,7 @@ def test_the_command_fills_a_table_checks_predictions_and_refuses_other_settings
     calibration = LatencyTable.load(table).calibration
     assert len(calibration["networks"]) == 2 and "median relative error" in calibration["method"]
     # fake timings are additive: a whole network is one call (+0.01 ms) where its parts were one each
-    assert LatencyTable.load(table).part_overhead_ms < 0
+    assert LatencyTable.load(table).overheads["3x32x32 basic"] < 0
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("resnas latency-table: ") and "batch_size" in err[-1]
     assert data["statistic"] == "min" and data["summary"] == data["summary_min"]
@@ -173,6 +205,7 @@ def test_the_command_fills_a_table_checks_predictions_and_refuses_other_settings
         assert main(["latency-table", str(table), "--statistic", "median"]) == 0
     switched = LatencyTable.load(table)
     assert switched.statistic == "median" and switched.part_overhead_ms == 0 and switched.calibration == {}
+    assert switched.overheads == {}
     assert "calibrate again" in capsys.readouterr().out
 
 

@@ -72,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
     with locked_table(args.table, settings) as table:
         if args.statistic and args.statistic != table.statistic:
             if table.calibration:
-                print(f"statistic {table.statistic} -> {args.statistic}: the part overhead was calibrated on the other "
-                      f"statistic and is reset to 0; calibrate again with --calibrate N")
-            table.statistic, table.part_overhead_ms, table.calibration = args.statistic, 0.0, {}
+                print(f"statistic {table.statistic} -> {args.statistic}: the part overheads were calibrated on the "
+                      f"other statistic and are reset to 0; calibrate again with --calibrate N")
+            table.use_statistic(args.statistic)
         for space in args.space:
             parts, _ = space_parts(space, setup)
             measured += measure_parts(table, parts, progress=print)
@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
                 raise UserError("--calibrate times networks of a space; name one with --space.")
             networks = calibration_networks(args.space, setup, args.calibrate, args.seed)
             calibration = calibrate(table, networks)
-            print(f"part overhead: {table.part_overhead_ms:.4g} ms over {len(calibration['networks'])} networks")
+            per_kind = ", ".join(f"{key}: {ms:.4g} ms" for key, ms in table.overheads.items())
+            print(f"part overheads over {len(calibration['networks'])} networks: {per_kind}")
         entries = len(table.entries)
         statistic = table.statistic
     print(f"{args.table}: {entries} entries ({measured} measured now) for {settings.describe()}; predictions sum "

@@ -95,7 +95,8 @@ def _flatten(values) -> list[Part]:
 def _latency_from(table: LatencyTable, base_parts: list[Part], raw_terms: list[tuple[tuple[str, ...], list]]
                   ) -> CandidateLatency:
     """The latency of every candidate of every gate, and of the rest, from `table` (which must hold them all)."""
-    ms = lambda part: table.part_ms(part)[0]  # noqa: E731 - a missing entry raises, naming it
+    overhead = table.overhead_for(base_parts + _flatten([values for _, values in raw_terms]))
+    ms = lambda part: table.part_ms(part, overhead=overhead)[0]  # noqa: E731 - a missing entry raises, naming it
     terms = []
     for labels, values in raw_terms:
         if len(labels) == 2:
