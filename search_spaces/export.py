@@ -32,7 +32,7 @@ from .cost import measure_cost
 from .errors import ExportError
 from .model_card import ModelCard, provenance, render_card
 from .spec import RESNET_LAYOUTS, STEMS, ArchSpec, SpecError, resnet_spec
-from .timm_entry import ENTRY_POINT, IMAGENET_MEAN, IMAGENET_STD
+from .timm_entry import ENTRY_POINT, IMAGENET_MEAN, IMAGENET_STD, pool_size
 
 CONFIG_FILE, WEIGHTS_FILE, SPEC_FILE, EXTRA_FILE = "config.json", "model.safetensors", "arch_spec.json", "resnas.json"
 CARD_FILE = "README.md"
@@ -233,6 +233,7 @@ def _timm_config(
         "pretrained_cfg": {
             "num_classes": spec.head.num_classes,
             "input_size": input_size,
+            "pool_size": pool_size(spec, input_size),
             "mean": mean,
             "std": std,
             "crop_pct": 1.0,  # resnas evaluates on the resized image, no centre crop

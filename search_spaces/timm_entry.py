@@ -16,9 +16,10 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, register_model
+from timm.models import build_model_with_cfg, generate_default_cfgs, is_model, register_model, resolve_pretrained_cfg
 
 from .builder import ResNasNet, global_pool_layer
+from .latency_table import network_parts
 from .spec import ArchSpec
 
 ENTRY_POINT = "resnas_net"
@@ -34,6 +35,12 @@ def resolve_arch_spec(arch_spec: ArchSpec | dict[str, Any] | str) -> ArchSpec:
     if isinstance(arch_spec, str):
         return ArchSpec.from_json(arch_spec)
     return ArchSpec.from_dict(arch_spec)
+
+
+def pool_size(spec: ArchSpec, input_size: tuple[int, ...]) -> tuple[int, int]:
+    """(H, W) of forward_features' output for images of `input_size` ((C,) H, W): timm's `pool_size` cfg key."""
+    head = network_parts(spec, (spec.in_channels, *input_size[-2:]))[-1]  # the head reads the final features
+    return head.in_shape[1], head.in_shape[2]
 
 
 def _build_resnas_net(
@@ -95,6 +102,13 @@ def resnas_net(pretrained: bool = False, **kwargs: Any) -> ResNasNet:
     spec = resolve_arch_spec(kwargs["arch_spec"])
     # timm's default feature indices are (0..4), five maps; a searched net has one per stage plus the stem.
     feature_cfg = dict(flatten_sequential=False, out_indices=tuple(range(len(spec.stages) + 1)))
+    # timm's cfg contract includes pool_size, which depends on the network and the input size: exports write it
+    # to config.json; otherwise (a fresh net, an older export) it is worked out at the cfg's input size.
+    cfg = resolve_pretrained_cfg(ENTRY_POINT, pretrained_cfg=kwargs.get("pretrained_cfg"),
+                                 pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"))
+    if cfg.pool_size is None:
+        kwargs["pretrained_cfg_overlay"] = {**(kwargs.get("pretrained_cfg_overlay") or {}),
+                                            "pool_size": pool_size(spec, cfg.input_size)}
     return build_model_with_cfg(_build_resnas_net, ENTRY_POINT, pretrained, feature_cfg=feature_cfg, **kwargs)
 
 

@@ -164,6 +164,19 @@ def test_forward_and_backward_at_the_exports_input_size(export, one_thread_and_s
     assert model.get_classifier() is model.fc and model.get_classifier(name_only=True) == "fc"
 
 
+def test_pool_size_is_the_size_of_the_feature_maps_at_the_cfgs_input_size(export, one_thread_and_seeded):
+    """timm's cfg contract (its test_model_default_cfgs): forward_features' H and W at the cfg's input size, from
+    the export's config.json, and worked out for a fresh `resnas_net` at the default 224 px."""
+    exported = export.load().eval()
+    fresh = timm.create_model("resnas_net", arch_spec=export.spec.to_dict()).eval()
+    for model in (exported, fresh):
+        size = model.pretrained_cfg["input_size"]
+        with torch.no_grad():
+            features = model.forward_features(torch.zeros(1, *size))
+        assert tuple(model.pretrained_cfg["pool_size"]) == tuple(features.shape[-2:])
+    assert fresh.pretrained_cfg["input_size"] == (3, 224, 224)
+
+
 def test_intermediates_equal_features_only_the_getter_and_hooks_on_each_stage(export, one_thread_and_seeded):
     model = export.load().eval()
     taps = ["act1"] + [f"layer{index}" for index in range(1, stage_count(export) + 1)]
