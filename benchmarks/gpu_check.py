@@ -14,7 +14,9 @@ NNI-free modules and builds the ProxylessNAS supernet without NNI's space), ever
   (nni_configs/layer_pruning.yml);
 - stagewise_{start,deepest}: a stage-wise candidate (nni_configs/stagewise.yml) at the start and deepest depths;
 - throughput_*: benchmarks/train_throughput.py's contenders on ResNet-56 (32 px) and ResNet-50 (224 px), bf16 and
-  fp32, device-resident data against the DataLoader (gpu_throughput.py).
+  fp32, device-resident data against the DataLoader (gpu_throughput.py);
+- latency_check: a latency table of the device (batch 8, fp32), calibrated, and the predictor's +-10 % check on 5
+  architectures of each of scope m, CIFAR depth, NASH and ResBuilder, with the device's repeatability (gpu_latency.py).
 Epoch timings: see gpu_jobs.py (timed epochs of a few batches, extrapolated to CIFAR-10's epoch). Projections:
 gpu_projection.py. Data: synthetic, CIFAR-10's shape and statistics (no download).
 
@@ -46,6 +48,7 @@ import torch  # noqa: E402
 import yaml  # noqa: E402  (a dependency of pytorch-lightning)
 
 import gpu_jobs as jobs  # noqa: E402
+import gpu_latency  # noqa: E402
 import gpu_projection  # noqa: E402
 import gpu_throughput  # noqa: E402
 import nni_free  # noqa: E402
@@ -226,8 +229,14 @@ def throughput_family(run: Run) -> None:
 
 
 # The paper configs first (they feed the projections), then the throughput rows (the longest, cut short first).
+def latency_family(run: Run) -> None:
+    latency = run.preset.latency
+    run.job("latency_check", lambda: gpu_latency.latency_check(run.device, latency["spaces"], latency["count"],
+                                                              latency["batch_size"], latency["quick"]))
+
+
 FAMILIES = {"proxyless_table1": proxyless_family, "nash_table2": nash_family, "resbuilder_cifar10": resbuilder_family,
-            "stagewise_cifar10": stagewise_family, "throughput": throughput_family}
+            "stagewise_cifar10": stagewise_family, "throughput": throughput_family, "latency": latency_family}
 
 
 def schedule(run: Run) -> dict[str, Any]:

@@ -55,6 +55,9 @@ class Preset:
     # Per method, settings replaced after the config is parsed (tiny: small nets, small batches).
     overrides: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     supernet_width: float | None = None  # the ProxylessNAS ResNet-50's width multiplier; None: the config's
+    # The latency check (gpu_latency.py): spaces, architectures per space, batch size, a quick timer (tiny).
+    latency: dict[str, Any] = dataclasses.field(default_factory=lambda: {
+        "spaces": ("scope_m", "cifar_depth", "nash", "resbuilder"), "count": 5, "batch_size": 8, "quick": False})
 
 
 PRESETS = {
@@ -64,8 +67,9 @@ PRESETS = {
                    budget_s=420.0, reserve_s=15.0),
     "tiny": Preset("tiny", cifar_images=512, resized_images=128, image_size=64,
                    train_batches={"cifar": 2, "resized": 2}, timed_epochs=1,
-                   throughput_batches={"resnet56": 2, "resnet50_224": 2}, throughput_rounds=1, budget_s=50.0,
+                   throughput_batches={"resnet56": 2, "resnet50_224": 2}, throughput_rounds=1, budget_s=240.0,
                    reserve_s=1.0, supernet_width=0.0625,
+                   latency={"spaces": ("cifar_depth", "resbuilder"), "count": 1, "batch_size": 1, "quick": True},
                    # channels_last and data_on_device forced on: the CPU then runs the paths CUDA's "auto" takes
                    overrides={method: {"channels_last": True, "data_on_device": True, **fields} for method, fields in {
                        "proxyless": {"batch_size": 8},

@@ -7,7 +7,7 @@ CPU threads, torch and cuDNN versions). The prediction for a network is the sum 
 (the table's `statistic`: fastest runs on a CPU, medians on a GPU; default_statistic says why) plus a part
 overhead per part (what a part costs inside a whole forward beyond its own timing: the stage containers' and the
 top level's module calls, and for large parts the difference between timing one alone and in its network;
-calibrated on whole networks per input size, search_spaces/latency.py).
+calibrated on whole networks per kind of network, search_spaces/latency.py).
 
 Only measuring needs torch (search_spaces/latency.py); reading, predicting and writing a table need none, so NNI's
 tuner process (which must connect within 10 s) can hold back children over a latency budget. A part the table
@@ -201,15 +201,16 @@ def network_parts(spec: ArchSpec, input_size: Shape) -> list[Part]:
 class LatencyTable:
     device: DeviceSettings
     entries: dict[str, Entry] = field(default_factory=dict)
-    # Added to every part: (whole forward - sum of its parts) / parts, the median over a few networks timed when the
-    # table is calibrated; 0 when uncalibrated. Per part, not per network: the containers' calls grow with the parts.
+    # Added to every part of a network of a kind and input size not calibrated: (whole forward - sum of its parts) /
+    # parts, fitted over every network timed when the table was calibrated; 0 when uncalibrated. Per part, not per
+    # network: the containers' calls grow with the parts.
     part_overhead_ms: float = 0.0
     calibration: dict[str, Any] = field(default_factory=dict)  # how the overheads were measured
     # What predictions sum and the calibration and measurements compare: None picks default_statistic(device).
     statistic: Statistic | None = None
     # Overheads calibrated per kind of network (network_kind: `3x32x32 basic`) and per input size (`3x32x32`), used
     # for networks of that kind, else of that size: one number does not serve all. Fastest runs on the 2-core VM
-    # here: a 224 px ResNet-50's parts timed alone were 6-11 % slower than inside the network (-0.45..-0.90 ms a
+    # here: a 224 px ResNet-50's parts timed alone were 6-20 % slower than inside the network (-0.5..-1.5 ms a
     # part), a 32 px CIFAR ResNet's a few microseconds faster; one overhead for both (-0.69 ms) sent small
     # networks' predictions negative, and one for every 32 px network put ResBuilder's 0.5 ms networks 25-50 % over.
     overheads: dict[str, float] = field(default_factory=dict)
@@ -236,9 +237,9 @@ class LatencyTable:
         try:
             device = DeviceSettings(**data["device"])
             entries = {key: Entry.from_dict(entry) for key, entry in data.get("entries", {}).items()}
-            # a table written before `statistic` existed was calibrated on medians
             overheads = {str(key): float(value) for key, value in data.get("overheads", {}).items()}
             return cls(device, entries, float(data.get("part_overhead_ms", 0.0)), dict(data.get("calibration", {})),
+                       # a table written before `statistic` existed was calibrated on medians
                        statistic=data.get("statistic", "median"), overheads=overheads)
         except (KeyError, TypeError, ValueError, LatencyTableError) as error:
             raise LatencyTableError(f"{where} is damaged ({error}); measure it again with "

@@ -1,7 +1,8 @@
 """The prepared GPU check (benchmarks/gpu_check.py) keeps working where it will first run: a machine without NNI.
 
-- The tiny preset runs on the CPU in a subprocess where `import nni` fails as on the lent GPU machine, in under a
-  minute of one core, and prints one JSON line with every job, every projection and positive numbers.
+- The tiny preset runs on the CPU in a subprocess where `import nni` fails as on the lent GPU machine, and prints
+  one JSON line with every job, every projection and positive numbers (its time is not asserted: no timing
+  threshold in a test; about 40 s of one core here).
 - The NNI-free ProxylessNAS supernet (benchmarks/nni_free.py) is the network install_binary_gates makes of NNI's
   ScopedResNet50: same labels, candidates, parameter names and outputs.
 - A job that fails or meets the budget is a line of the report, and the run goes on.
@@ -9,7 +10,6 @@
 
 import json
 import os
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -43,26 +43,22 @@ THROUGHPUT_JOBS = [f"throughput_{net}_{kind}" for net in NETWORKS for kind in ("
 TOP_KEYS = {"preset", "device", "device_name", "python", "torch", "cuda", "seconds", "budget_s", "stopped_early",
             "nni_importable", "nni_modules_loaded", "skipped_package_inits", "jobs", "projections"}
 PROJECTIONS = ("proxyless_table1", "nash_table2", "resbuilder_cifar10", "stagewise_cifar10")
-CPU_SECONDS = 60  # the tiny preset's promise: under a minute of one core
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("gpu_check") / "gpu_check.json"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     process = subprocess.run(
         [sys.executable, "-c", WITHOUT_NNI, "--device", "cpu", "--preset", "tiny", "--out", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     assert process.returncode == 0, process.stderr[-3000:]
     lines = process.stdout.strip().splitlines()
-    cpu_seconds = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return json.loads(lines[-1]), lines, json.loads(out.read_text()), cpu_seconds
+    return json.loads(lines[-1]), lines, json.loads(out.read_text())
 
 
 def test_tiny_preset_prints_one_json_line_without_nni(tiny_run):
-    result, lines, written, cpu_seconds = tiny_run
+    result, lines, written = tiny_run
     assert len(lines) == 1, "stdout is the JSON line alone (progress goes to stderr)"
     assert written == result
     assert TOP_KEYS <= set(result)
@@ -70,7 +66,6 @@ def test_tiny_preset_prints_one_json_line_without_nni(tiny_run):
     assert result["nni_importable"] is False and result["nni_modules_loaded"] == []
     # Each package __init__ cut short names the import that needs NNI (file:line).
     assert all(".py:" in reason for reason in result["skipped_package_inits"].values())
-    assert cpu_seconds < CPU_SECONDS, f"the tiny preset took {cpu_seconds:.0f} s of CPU"
 
 
 def test_every_paper_job_measures_an_epoch(tiny_run):
@@ -95,6 +90,15 @@ def test_throughput_rows_on_the_cpu(tiny_run):
         assert min(row["images_per_second"].values()) > 0
         assert row["fit_over_bare"] > 0 and row["device_data_over_dataloader"] > 0
         assert "needs a CUDA GPU" in jobs[f"throughput_{network}_bf16"]["skipped"]  # bf16 autocast: CUDA only
+
+
+def test_the_latency_check_builds_a_table_and_checks_it_on_the_device(tiny_run):
+    latency = tiny_run[0]["jobs"]["latency_check"]
+    assert "error" not in latency, latency.get("error")
+    assert latency["statistic"] == "min" and latency["device"].startswith("cpu ")  # a CPU table: fastest runs
+    assert set(latency["within_10_percent_by_space"]) == {"cifar_depth", "resbuilder"}
+    assert latency["summary"]["architectures"] == latency["repeatability"]["architectures"] == 2
+    assert {"3x32x32 basic", "3x32x32 resbuilder"} <= set(latency["overheads_ms"])
 
 
 def test_projections_against_the_papers(tiny_run):
