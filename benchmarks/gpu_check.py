@@ -13,10 +13,11 @@ NNI-free modules and builds the ProxylessNAS supernet without NNI's space), ever
 - resbuilder_{with_reg,no_reg}: a ResBuilder step's training with LayerLasso + MorphNet and without
   (nni_configs/layer_pruning.yml);
 - stagewise_{start,deepest}: a stage-wise candidate (nni_configs/stagewise.yml) at the start and deepest depths;
-- throughput_*: benchmarks/train_throughput.py's contenders on ResNet-56 (32 px) and ResNet-50 (224 px), bf16 and
-  fp32, device-resident data against the DataLoader (gpu_throughput.py);
 - latency_check: a latency table of the device (batch 8, fp32), calibrated, and the predictor's +-10 % check on 5
-  architectures of each of scope m, CIFAR depth, NASH and ResBuilder, with the device's repeatability (gpu_latency.py).
+  architectures of each of scope m, CIFAR depth, NASH and ResBuilder, with the device's repeatability
+  (gpu_latency.py; about a minute on a GPU, before the throughput rows: the GPU figure issue 23 still lacks);
+- throughput_*: benchmarks/train_throughput.py's contenders on ResNet-56 (32 px) and ResNet-50 (224 px), bf16 and
+  fp32, device-resident data against the DataLoader (gpu_throughput.py).
 Epoch timings: see gpu_jobs.py (timed epochs of a few batches, extrapolated to CIFAR-10's epoch). Projections:
 gpu_projection.py. Data: synthetic, CIFAR-10's shape and statistics (no download).
 
@@ -236,7 +237,7 @@ def latency_family(run: Run) -> None:
 
 
 FAMILIES = {"proxyless_table1": proxyless_family, "nash_table2": nash_family, "resbuilder_cifar10": resbuilder_family,
-            "stagewise_cifar10": stagewise_family, "throughput": throughput_family, "latency": latency_family}
+            "stagewise_cifar10": stagewise_family, "latency": latency_family, "throughput": throughput_family}
 
 
 def schedule(run: Run) -> dict[str, Any]:
