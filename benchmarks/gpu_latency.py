@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from search_spaces.latency import SynchronisedTimer, calibrate, device_settings, locked_table, measure_parts, use_timer
-from search_spaces.latency_check import SpaceSetup, calibration_networks, check_predictions, space_parts
+from search_spaces.latency import SynchronisedTimer, device_settings, locked_table, use_timer
+from search_spaces.latency_check import SpaceSetup, check_predictions, fill_table
 
 
 def latency_check(device: torch.device, spaces: tuple[str, ...], count: int, batch_size: int,
@@ -28,9 +28,7 @@ def latency_check(device: torch.device, spaces: tuple[str, ...], count: int, bat
     with tempfile.TemporaryDirectory() as folder, timer:
         path = Path(folder) / "table.json"
         with locked_table(path, settings) as table:
-            for space in spaces:
-                measure_parts(table, space_parts(space, setup)[0])
-            calibrate(table, calibration_networks(list(spaces), setup, 2))
+            fill_table(table, list(spaces), setup, calibrate_per_space=2)
             entries, overheads = len(table.entries), dict(table.overheads)
         report = check_predictions(path, settings, list(spaces), count)
 

@@ -18,8 +18,8 @@ import json
 import time
 from pathlib import Path
 
-from search_spaces.latency import calibrate, device_settings, locked_table, measure_parts
-from search_spaces.latency_check import SPACES, SpaceSetup, calibration_networks, check_predictions, space_parts
+from search_spaces.latency import device_settings, locked_table
+from search_spaces.latency_check import SPACES, SpaceSetup, check_predictions, fill_table
 
 
 def main() -> None:
@@ -50,18 +50,15 @@ def main() -> None:
     with locked_table(table_path, settings) as table:
         if args.statistic:  # the overheads are calibrated again below
             table.use_statistic(args.statistic)
-        for space in spaces:
-            measure_parts(table, space_parts(space, setup)[0])
-        if args.calibrate:  # networks drawn apart from the checked ones, as the command does
-            networks = calibration_networks(spaces, setup, args.calibrate, args.seed)
-            calibrate(table, networks)
+        # calibration networks are drawn apart from the checked ones, as the command's are
+        fill_table(table, spaces, setup, args.calibrate, args.seed)
     print(f"table: {len(table.entries)} entries, part overheads {table.overheads} ms "
           f"({time.perf_counter() - started:.0f} s)", flush=True)
     report = check_predictions(table_path, settings, spaces, args.count, args.seed, setup,
                                progress=lambda line: print(line, flush=True), paired=args.paired)
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["table"] = str(table_path)
-    report["part_overhead_ms"] = table.overheads
+    report["overheads_ms"] = table.overheads
     (args.out / ("report_paired.json" if args.paired else "report.json")).write_text(json.dumps(report, indent=1) + "\n")
     def within(by_space: dict) -> dict:
         return {space: round(numbers.get("within_10_percent", 0), 3) for space, numbers in by_space.items()}

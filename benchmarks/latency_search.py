@@ -25,7 +25,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from search_spaces.choices import ScopeChoices  # noqa: E402
 from search_spaces.latency import calibrate, device_settings, locked_table, measure_parts  # noqa: E402
 from search_spaces.latency_table import network_parts  # noqa: E402
 from strategies.latency_networks import config_networks  # noqa: E402
@@ -43,8 +42,7 @@ def build_table(config: Path, table: Path, calibration_networks: int, seed: int)
     specs, size = config_networks(config)
     settings = parse_tuner_args(_class_args(config))[0]
     info = dataset_entry(settings.dataset).info
-    choices = ScopeChoices.resnet50(settings.scope, info.num_classes, settings.stem, settings.width_multiplier,
-                                    info.in_channels)
+    choices = settings.scope_choices(info.num_classes, info.in_channels)
     rng = random.Random(f"{seed}:calibrate")
     networks = [(choices.to_spec({label: rng.choice(values) for label, values in choices.choice_labels()}), size)
                 for _ in range(calibration_networks)]

@@ -42,7 +42,7 @@ from .blocks import build_block, conv2d, make_activation
 from .builder import build_model, global_pool_layer
 from .errors import LatencyTableError
 from .latency_table import (PRECISIONS, DeviceSettings, Entry, LatencyTable, Part, missing_table, network_parts,
-                            network_kind, predict_latency)
+                            Statistic, network_kind, pick_timing, predict_latency)
 from .spec import ArchSpec
 
 
@@ -53,9 +53,8 @@ class Timing:
     runs: int
     min_ms: float | None = None  # the fastest run
 
-    def value(self, statistic: str) -> float:
-        """The timing a table of that statistic compares (search_spaces.latency_table.Statistic)."""
-        return self.min_ms if statistic == "min" and self.min_ms is not None else self.median_ms
+    def value(self, statistic: Statistic) -> float:
+        return pick_timing(statistic, self.median_ms, self.min_ms)
 
 
 Timer = Callable[[nn.Module, torch.Tensor], Timing]  # (module ready on its device, example batch) -> timing

@@ -22,7 +22,7 @@ from typing import Callable
 
 from .choices import ScopeChoices
 from .edits.morphism_ops import draw_morphisms
-from .latency import locked_table, measure_network, measure_parts
+from .latency import calibrate, locked_table, measure_network, measure_parts
 from .latency_table import CHECK_SPACES, DeviceSettings, LatencyTable, Part, network_parts, predict_latency
 from .scopes import SCOPES
 from .spec import ArchSpec, BlockSpec, cifar_resnet_spec, nash_start_spec, resbuilder_start_spec
@@ -118,6 +118,16 @@ def calibration_networks(spaces: list[str], setup: SpaceSetup, count: int, seed:
     return networks
 
 
+def fill_table(table: LatencyTable, spaces: list[str], setup: SpaceSetup, calibrate_per_space: int = 0, seed: int = 0,
+               progress: Callable[[str], None] | None = None) -> int:
+    """Measure every part `spaces` can hold (space_parts) into `table`; with `calibrate_per_space`, then set its part
+    overheads from that many random networks of each space (calibration_networks). Returns the parts measured."""
+    measured = sum(measure_parts(table, space_parts(space, setup)[0], progress) for space in spaces)
+    if calibrate_per_space:
+        calibrate(table, calibration_networks(spaces, setup, calibrate_per_space, seed))
+    return measured
+
+
 def check_predictions(table_path: str | Path, settings: DeviceSettings, spaces: list[str], count: int, seed: int = 0,
                       setup: SpaceSetup = SpaceSetup(), progress: Callable[[str], None] | None = None,
                       paired: bool = False) -> dict:
@@ -151,7 +161,7 @@ def check_predictions(table_path: str | Path, settings: DeviceSettings, spaces: 
             # prediction's error (on the shared 2-core VM here: wider than +-10 % for most small networks)
             again = measure_network(spec, input_size, table.device).value(statistic)
             error = (predicted - measured.median_ms) / measured.median_ms
-            measured_min = measured.min_ms if measured.min_ms is not None else measured.median_ms
+            measured_min = measured.value("min")
             rows.append({"space": space, "index": index, "input_size": list(input_size), "blocks": sum(spec.depths),
                          "predicted_ms": round(predicted, 5), "measured_ms": round(measured.median_ms, 5),
                          "measured_iqr_ms": round(measured.spread_ms, 5), "error": round(error, 5),

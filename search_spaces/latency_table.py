@@ -54,6 +54,11 @@ def default_statistic(device: str) -> Statistic:
     return "min" if device == "cpu" else "median"
 
 
+def pick_timing(statistic: Statistic, median_ms: float, min_ms: float | None) -> float:
+    """The timing a table of `statistic` compares: the fastest run where one was kept, else the median."""
+    return min_ms if statistic == "min" and min_ms is not None else median_ms
+
+
 @dataclass(frozen=True)
 class DeviceSettings:
     """What a latency depends on besides the network: a table's entries hold only for these."""
@@ -94,8 +99,8 @@ class Entry:
     macs: int
     min_ms: float | None = None
 
-    def value(self, statistic: "Statistic") -> float:
-        return self.min_ms if statistic == "min" and self.min_ms is not None else self.median_ms
+    def value(self, statistic: Statistic) -> float:
+        return pick_timing(statistic, self.median_ms, self.min_ms)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Entry":
@@ -373,4 +378,4 @@ def predict_latency(spec: ArchSpec, table: LatencyTable, input_size: Shape, esti
 
 __all__ = ["CHECK_SPACES", "DEVICES", "PRECISIONS", "STATISTICS", "TABLE_FORMAT", "TABLE_VERSION", "DeviceSettings",
            "Entry", "LatencyTable", "Part", "Prediction", "block_part", "default_statistic", "missing_table",
-           "network_kind", "network_parts", "predict_latency"]
+           "network_kind", "network_parts", "pick_timing", "predict_latency"]

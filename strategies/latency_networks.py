@@ -15,7 +15,6 @@ from typing import Any
 
 import yaml
 
-from search_spaces.choices import ScopeChoices
 from search_spaces.spec import ArchSpec
 from trainers.datasets import dataset_entry
 
@@ -55,8 +54,7 @@ def _networks(method: str, settings: Any, num_classes: int, in_channels: int) ->
             from .proxyless.start import base_spec
 
             return [base_spec(settings, dataset_entry(settings.dataset).info)]
-        return every_candidate(ScopeChoices.resnet50(settings.scope, num_classes, settings.stem,
-                                                     settings.width_multiplier, in_channels))
+        return every_candidate(settings.scope_choices(num_classes, in_channels))
     if method == "stagewise":  # depth 2 holds a stage's first block and its later ones (within a donor's depth)
         limits = settings.max_depths or [2] * len(settings.start_depths)
         depths = tuple(max(depth, min(2, limit)) for depth, limit in zip(settings.start_depths, limits))

@@ -56,8 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from search_spaces.latency import calibrate, device_settings, locked_table, measure_parts
-    from search_spaces.latency_check import SPACES, SpaceSetup, calibration_networks, check_predictions, space_parts
+    from search_spaces.latency import device_settings, locked_table, measure_parts
+    from search_spaces.latency_check import SPACES, SpaceSetup, check_predictions, fill_table
     from search_spaces.latency_table import network_parts
     from search_spaces.spec import ArchSpec
 
@@ -68,16 +68,18 @@ def run(args: argparse.Namespace) -> int:
     settings = device_settings(args.device, args.batch_size, args.precision, args.channels_last,
                                args.threads if args.device == "cpu" else None)
     setup = SpaceSetup(args.image_size, args.cifar_image_size, args.num_classes)
-    measured = 0
+    if args.calibrate and not args.space:
+        raise UserError("--calibrate times networks of a space; name one with --space.")
     with locked_table(args.table, settings) as table:
         if args.statistic and args.statistic != table.statistic:
             if table.calibration:
                 print(f"statistic {table.statistic} -> {args.statistic}: the part overheads were calibrated on the "
                       f"other statistic and are reset to 0; calibrate again with --calibrate N")
             table.use_statistic(args.statistic)
-        for space in args.space:
-            parts, _ = space_parts(space, setup)
-            measured += measure_parts(table, parts, progress=print)
+        measured = fill_table(table, args.space, setup, args.calibrate, args.seed, progress=print)
+        if args.calibrate:
+            per_kind = ", ".join(f"{key}: {ms:.4g} ms" for key, ms in table.overheads.items())
+            print(f"part overheads over {len(table.calibration['networks'])} networks: {per_kind}")
         for path in args.arch:
             try:
                 spec = ArchSpec.from_json(path.read_text())
@@ -89,13 +91,6 @@ def run(args: argparse.Namespace) -> int:
             specs, size = config_networks(path)
             measured += measure_parts(table, [part for spec in specs for part in network_parts(spec, size)],
                                       progress=print)
-        if args.calibrate:
-            if not args.space:
-                raise UserError("--calibrate times networks of a space; name one with --space.")
-            networks = calibration_networks(args.space, setup, args.calibrate, args.seed)
-            calibration = calibrate(table, networks)
-            per_kind = ", ".join(f"{key}: {ms:.4g} ms" for key, ms in table.overheads.items())
-            print(f"part overheads over {len(calibration['networks'])} networks: {per_kind}")
         entries = len(table.entries)
         statistic = table.statistic
     print(f"{args.table}: {entries} entries ({measured} measured now) for {settings.describe()}; predictions sum "

@@ -10,6 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from search_spaces.choices import ScopeChoices
 from search_spaces.pretrained_sources import SOURCE_FORMS, is_pretrained_source, source_architecture, source_problem
 from search_spaces.scopes import (
     BASELINE_SCOPE,
@@ -88,6 +89,10 @@ class ProxylessSettings(LatencySettings, DataSettings):
     # Data-parallel search ranks (proxyless.distributed): None = one per visible GPU (NNI's trialGpuNumber k
     # gives the trial k), 1 on the CPU; k > 1 without GPUs runs k gloo ranks on the CPU. torchrun's world wins.
     world_size: int | None = None
+
+    def scope_choices(self, num_classes: int, in_channels: int) -> ScopeChoices:
+        """The searched decisions of this scope's ResNet-50 (stem, width) for a dataset's classes and channels."""
+        return ScopeChoices.resnet50(self.scope, num_classes, self.stem, self.width_multiplier, in_channels)
 
     def check(self, where: str) -> None:
         require_choice(self.scope, (*SCOPE_NAMES, BASELINE_SCOPE), "scope", where)

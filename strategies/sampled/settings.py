@@ -88,7 +88,7 @@ class SampledSettings:
         num_classes = num_classes or info.num_classes or 1
         in_channels = in_channels or info.in_channels
         if self.space == "scope":
-            return ScopeChoices.resnet50(paired.scope, num_classes, paired.stem, paired.width_multiplier, in_channels)
+            return paired.scope_choices(num_classes, in_channels)
         if self.space == "resnet50_depths":
             return DepthChoices.resnet(self.depth_ranges, "bottleneck", None, num_classes, paired.stem,
                                        paired.width_multiplier, in_channels)
